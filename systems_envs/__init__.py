@@ -1,0 +1,1 @@
+"""Real simulators of systems environments (NumPy only): graph IR, rewriting, placement."""
