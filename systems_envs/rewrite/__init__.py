@@ -1,0 +1,1 @@
+"""Graph rewriting: verified substitution rules, candidate matching, search, and the gymnasium environment."""
