@@ -10,7 +10,9 @@ def load_graph(spec: str | Path, seed: int = 0) -> Graph:
     """Load ``spec``: a built-in name (see ``systems_envs.graph.models.BUILTIN_GRAPHS``),
     a path ending in ``.model`` (TASO export) or ``.onnx``.
 
-    ``seed`` fills the weights of TASO files (which carry only shapes).
+    ``seed`` is accepted for TASO files, whose weights carry only shapes: their values are
+    filled by the executor from its own seed and the weight name (see
+    ``systems_envs.graph.executor.source_value``), so the graph and its hash do not depend on it.
     Raises GraphError with a one-line message naming the input on any problem.
     """
     from systems_envs.graph.models import BUILTIN_GRAPHS, build_graph

@@ -1,0 +1,166 @@
+"""Action slots, their embedding, and the reward / termination / action-mask heads.
+
+Design of actions in imagination (the "slot" design)
+----------------------------------------------------
+An action is chosen among a fixed set of A *slots* plus one stop slot (index A), the same
+layout as the environment's ``action_mask`` [A+1]. A slot is *described*, not just indexed:
+
+- graph rewriting: slot j = (rule id ``candidate_rule[j]``, the masked mean of the encoder's
+  node embeddings at ``candidate_nodes[j]``), i.e. "apply rule r at this place";
+- placement: slot j = a feature vector of device j (one-hot or device features), rule -1.
+
+`SlotDescription` holds these per-slot descriptions, `SlotEmbed` maps them (plus a learned
+stop vector) to slot vectors [A+1, S]; the embedding of action ``a`` is ``slots[a]``.
+
+In imagination the slots are *carried*: the slot set of the real state where imagination
+starts (its candidate rewrites) stays fixed for the whole imagined rollout, because the model
+does not generate new graphs and therefore cannot invent new candidate locations. The mask
+head predicts, for the state reached after each imagined step, which of these carried slots
+are still legal (a logit per slot, over the *described* slots; padded slots get -1e9).
+Its training target ``next_mask[t, j]`` is "slot j of the sequence's first state is legal in
+state t+1" (for rewriting: the same rule still matches at the same nodes, matched by stable
+node identity; for placement: device j is still allowed). The stop slot is a slot like the
+others. This is honest about what the model can know: legality of known candidates after
+some rewrites (some disappear because their nodes were rewritten, others stay), not the
+discovery of new ones; a controller re-grounds on a real state to get fresh candidates.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from encoders.layers import MLP
+
+NEG_LOGIT = -1e9  # mask logit of a padded (non-existent) slot
+
+
+class SlotDescription(NamedTuple):
+    """Descriptions of the A non-stop action slots of one state (add leading batch dims freely).
+
+    rule: int32 [A], rule id per slot, -1 = no rule (placement) or padded slot.
+    features: float32 [A, Fs], per-slot features (pooled node embeddings or device features).
+    valid: bool [A], the slot exists (padded slots are False).
+    """
+
+    rule: jnp.ndarray
+    features: jnp.ndarray
+    valid: jnp.ndarray
+
+
+def rewrite_slots(node_embeddings: jnp.ndarray, candidate_rule: jnp.ndarray,
+                  candidate_nodes: jnp.ndarray) -> SlotDescription:
+    """Slots of one rewriting state: node_embeddings [N, D] (the batched node array),
+    candidate_rule int32 [A] (-1 pad), candidate_nodes int32 [A, K] (positions into the
+    node array, e.g. `encoders.graphs.Batch.candidate_nodes[b]`; -1 pad).
+    Returns features = masked mean of the candidate's node embeddings [A, D]."""
+    m = (candidate_nodes >= 0).astype(node_embeddings.dtype)                 # [A, K]
+    gathered = node_embeddings[jnp.maximum(candidate_nodes, 0)]              # [A, K, D]
+    pooled = (gathered * m[..., None]).sum(1) / jnp.maximum(m.sum(1, keepdims=True), 1.0)
+    return SlotDescription(candidate_rule.astype(jnp.int32), pooled, candidate_rule >= 0)
+
+
+def feature_slots(features: jnp.ndarray, valid: jnp.ndarray | None = None) -> SlotDescription:
+    """Slots described by feature vectors only (placement: device one-hot / device features [A, Fs])."""
+    a = features.shape[-2]
+    valid = jnp.ones(features.shape[:-1], bool) if valid is None else valid.astype(bool)
+    return SlotDescription(jnp.full(features.shape[:-1], -1, jnp.int32), features, valid)
+
+
+class SlotEmbed(nn.Module):
+    """SlotDescription [A, ...] -> (slots [A+1, width], slot_valid bool [A+1]); the last slot is
+    the learned stop vector (always valid). ``num_rules`` = 0 disables the rule embedding."""
+
+    width: int
+    num_rules: int = 0
+
+    @nn.compact
+    def __call__(self, desc: SlotDescription):
+        f = MLP((self.width, self.width))(desc.features)
+        if self.num_rules > 0:
+            f = f + nn.Embed(self.num_rules + 1, self.width)(jnp.clip(desc.rule + 1, 0, self.num_rules))
+        stop = self.param("stop", nn.initializers.normal(1.0), (self.width,))
+        slots = jnp.concatenate([f, stop[None]], 0)
+        valid = jnp.concatenate([desc.valid.astype(bool), jnp.ones((1,), bool)])
+        return jnp.where(valid[:, None], slots, 0.0), valid
+
+
+class Heads(nn.Module):
+    """feat [F], slots [A+1, S], slot_valid [A+1] -> (reward [], terminated logit [],
+    mask_logits [A+1]); mask logit j scores "slot j is legal in the predicted state"."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, feat, slots, slot_valid):
+        reward = MLP((self.width, 1))(feat)[0]
+        term = MLP((self.width, 1))(feat)[0]
+        h = nn.Dense(self.width)(feat)
+        s = nn.Dense(self.width, use_bias=False)(slots)
+        logits = MLP((self.width, 1))(nn.silu(h[None] + s))[:, 0]
+        return reward, term, jnp.where(slot_valid, logits, NEG_LOGIT)
+
+
+class Predictions(NamedTuple):
+    """One step's predictions (no batch dim). z_next [Z] is in the encoder's latent space;
+    reward []; terminated [] (a logit); mask_logits [A+1] over the carried slots of the next
+    state; info: model-specific extras (e.g. ``disagreement`` for the ensemble)."""
+
+    z_next: jnp.ndarray
+    reward: jnp.ndarray
+    terminated: jnp.ndarray
+    mask_logits: jnp.ndarray
+    info: dict
+
+
+class SequenceBatch(NamedTuple):
+    """Training sequences for `loss` (leading batch dim B, T steps).
+
+    latent: float32 [B, T+1, Z], encoder latents of states s_0 .. s_T.
+    slots: SlotDescription with leading dim B, the slots of s_0 (carried for T steps).
+    action: int32 [B, T], slot index in [0, A] (A = stop).
+    reward: float32 [B, T]; terminated: float32 [B, T] (1 if s_{t+1} is terminal).
+    next_mask: float32 [B, T, A+1], legality of each carried slot in s_{t+1}.
+    valid: float32 [B, T], 1 for real steps, 0 for steps after the episode ended / padding.
+    """
+
+    latent: jnp.ndarray
+    slots: SlotDescription
+    action: jnp.ndarray
+    reward: jnp.ndarray
+    terminated: jnp.ndarray
+    next_mask: jnp.ndarray
+    valid: jnp.ndarray
+
+
+def head_losses(reward, term_logit, mask_logits, slot_valid, reward_t, term_t, mask_t) -> dict:
+    """Per-step losses of the heads (no batch dim): squared reward error, termination BCE,
+    mask BCE averaged over existing slots (padded slots do not count)."""
+    m = slot_valid.astype(jnp.float32)
+    mask_bce = optax.sigmoid_binary_cross_entropy(jnp.where(slot_valid, mask_logits, 0.0), mask_t)
+    return {
+        "reward": (reward - reward_t) ** 2,
+        "terminated": optax.sigmoid_binary_cross_entropy(term_logit, term_t),
+        "mask": (mask_bce * m).sum() / jnp.maximum(m.sum(), 1.0),
+    }
+
+
+def masked_mean(x, valid):
+    """Mean of x over entries where valid (same shape); 0 if none."""
+    return (x * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+
+
+def check_batch(batch: SequenceBatch, who: str) -> None:
+    """Trace-time shape checks with one-line errors."""
+    if batch.latent.ndim != 3:
+        raise ValueError(f"{who}: batch.latent must be [B, T+1, Z], got {batch.latent.shape}")
+    b, t1, _ = batch.latent.shape
+    for name in ("action", "reward", "terminated", "valid"):
+        if getattr(batch, name).shape != (b, t1 - 1):
+            raise ValueError(f"{who}: batch.{name} must be [B, T] = {(b, t1 - 1)}, got {getattr(batch, name).shape}")
+    a1 = batch.slots.rule.shape[-1] + 1
+    if batch.next_mask.shape != (b, t1 - 1, a1):
+        raise ValueError(f"{who}: batch.next_mask must be [B, T, A+1] = {(b, t1 - 1, a1)}, got {batch.next_mask.shape}")

@@ -1,0 +1,111 @@
+"""Benchmark the rewrite environment and the search baselines on the built-in graphs.
+
+    python -m experiments.bench_rewrite [--graphs squeezenet,resnet50] [--budget 100]
+        [--time-limit 60] [--env-steps 100] [--no-taso] [--no-backtrack]
+
+For each graph: op count, candidates at the start, the median ``GraphRewrite-v0`` step
+time over a random episode (ms), and greedy / backtracking cost reduction and seconds.
+Prints the machine (CPU model, cores) and a markdown table; the last stdout line is the
+rows as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from experiments._cli import run_main
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def env_step_ms(graph, rules, steps: int, seed: int = 0) -> float:
+    """Median wall time (ms) of ``env.step`` over a random (masked) episode."""
+    from systems_envs.rewrite.env import GraphRewriteEnv
+
+    n_nodes = len(graph)
+    env = GraphRewriteEnv(graph, rules=rules, max_nodes=max(2048, 2 * n_nodes), max_edges=max(4096, 4 * n_nodes),
+                          max_candidates=1024, max_steps=steps)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    times = []
+    for _ in range(steps):
+        mask = env._mask.copy()
+        mask[-1] = 0  # never stop: measure rewrite steps
+        legal = np.flatnonzero(mask)
+        if not len(legal):
+            break
+        a = int(rng.choice(legal))
+        t = time.perf_counter()
+        _, _, term, trunc, _ = env.step(a)
+        times.append(time.perf_counter() - t)
+        if term or trunc:
+            break
+    return 1e3 * float(np.median(times)) if times else float("nan")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_rewrite", description=__doc__.split("\n\n")[0])
+    p.add_argument("--graphs", default=None, help="comma-separated built-in graphs (default: all)")
+    p.add_argument("--budget", type=int, default=100, help="backtracking dequeue budget")
+    p.add_argument("--time-limit", type=float, default=60.0, help="backtracking time limit per graph, seconds")
+    p.add_argument("--env-steps", type=int, default=100, help="steps of the random episode timing env.step")
+    p.add_argument("--no-taso", action="store_true", help="hand-written rules only")
+    p.add_argument("--no-backtrack", action="store_true", help="skip backtracking search")
+    args = p.parse_args(argv)
+    from systems_envs.graph.cost import CostModel
+    from systems_envs.graph.models import BUILTIN_GRAPHS, build_graph
+    from systems_envs.rewrite.candidates import CandidateIndex
+    from systems_envs.rewrite.ruleset import default_rules
+    from systems_envs.rewrite.search import backtracking, greedy
+
+    names = list(BUILTIN_GRAPHS) if args.graphs is None else [n.strip() for n in args.graphs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BUILTIN_GRAPHS]
+    if unknown:
+        raise ValueError(f"unknown graph(s) {', '.join(unknown)} (known: {', '.join(BUILTIN_GRAPHS)})")
+    rules = default_rules(taso=not args.no_taso)
+    machine = f"{cpu_model()}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
+    print(f"machine: {machine}; {len(rules)} rules; cost model analytic v100", flush=True)
+    rows = []
+    for name in names:
+        g = build_graph(name)
+        t = time.perf_counter()
+        n_cand = len(CandidateIndex(g.copy(), rules, CostModel()))
+        match_s = time.perf_counter() - t
+        step = env_step_ms(g, rules, args.env_steps)
+        gr = greedy(g, rules)
+        row = {"graph": name, "ops": g.num_ops(), "candidates": n_cand, "full_match_s": round(match_s, 3),
+               "env_step_ms": round(step, 2), "greedy_reduction": round(gr.reduction, 4),
+               "greedy_s": round(gr.seconds, 2)}
+        if not args.no_backtrack:
+            bt = backtracking(g, rules, budget=args.budget, time_limit=args.time_limit)
+            row.update(backtrack_reduction=round(bt.reduction, 4), backtrack_s=round(bt.seconds, 2),
+                       backtrack_expanded=bt.expanded)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    cols = list(rows[0]) if rows else []
+    print()
+    print(f"Machine: {machine}")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print(json.dumps(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    run_main(main)

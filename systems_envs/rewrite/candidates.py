@@ -1,0 +1,334 @@
+"""Candidate rewrites of a graph, kept up to date incrementally as rewrites are applied.
+
+:class:`CandidateIndex` owns a graph and lists every applicable ``(rule, match)`` in a
+deterministic order: sorted by (rule id, topological position of the anchor, matched
+node ids), ties in the order ``rule.match_at`` returned them. Rule id = index in
+``rules``.
+
+After a rewrite it does not re-match the whole graph. It diffs the node table (nodes are
+immutable, so a changed node is a new object), prunes dead nodes locally, drops the
+matches of every ``(rule, anchor)`` near the change and re-runs ``rule.match_at`` only
+for anchors within ``rule.radius + 1`` undirected edges of the touched nodes (added,
+changed and removed nodes and the former inputs of changed/removed ones). The extra edge
+covers patterns that test how many consumers a node at their border has.
+
+Optionally (``cost_model``) it also keeps per-node costs up to date, recomputing only
+changed nodes and those whose constant-folded status flips, so ``cost`` is cheap.
+
+A rule may declare ``anchor_ops`` (a set of op names): it is then only tried at nodes of
+those ops. Rules without it are tried at every node. A rule whose matches are not local
+(``disconnected`` or ``global_match`` true, e.g. a TASO pattern with two unconnected
+roots) is re-matched over the whole graph after every rewrite.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import NamedTuple, Sequence
+
+from systems_envs.graph.cost import CostModel
+from systems_envs.graph.ir import Graph
+from systems_envs.rewrite.rule import Match, Rule
+
+
+class Candidate(NamedTuple):
+    """One applicable rewrite: the rule's id (index in the rule list) and its match."""
+
+    rule_id: int
+    match: Match
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What one rewrite (plus pruning) did to the node table (node ids)."""
+
+    added: frozenset[int]
+    changed: frozenset[int]
+    removed: frozenset[int]
+
+
+def prune_dead(graph: Graph, seeds: Sequence[int] | None = None) -> set[int]:
+    """Remove nodes (compute nodes and weights, never inputs) no graph output depends on.
+
+    With ``seeds``, only nodes reachable upward from the seeds are considered (enough
+    after a local rewrite of a graph that had no dead nodes). Returns the removed ids.
+    """
+    if seeds is None:
+        live: set[int] = set()
+        stack = [s for s, _ in graph.outputs]
+        while stack:
+            nid = stack.pop()
+            if nid not in live:
+                live.add(nid)
+                stack.extend(s for s, _ in graph.nodes[nid].inputs)
+        seeds = [n for n in graph.nodes if n not in live]
+    removed: set[int] = set()
+    work = list(seeds)
+    outputs = {s for s, _ in graph.outputs}
+    while work:
+        nid = work.pop()
+        node = graph.nodes.get(nid)
+        if node is None or node.op == "input" or nid in outputs or graph._uses[nid]:
+            continue
+        graph.remove(nid)
+        removed.add(nid)
+        work.extend(s for s, _ in node.inputs)
+    return removed
+
+
+class CandidateIndex:
+    """All applicable rewrites of ``graph`` under ``rules``, updated incrementally.
+
+    The index owns ``graph``: it prunes it on construction and mutates it in
+    :meth:`apply` (pass a copy if you need the original).
+
+    Args:
+      graph: the graph (pruned in place of dead nodes).
+      rules: the rule list; rule id = index.
+      cost_model: if given, :attr:`cost` tracks the graph cost in ms incrementally.
+    """
+
+    def __init__(self, graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None):
+        self.graph = graph
+        self.rules = list(rules)
+        self.cost_model = cost_model
+        self.last_change: Change | None = None
+        prune_dead(graph)
+        # (rule id, anchor) -> matches; only non-empty entries are stored
+        self._table: dict[tuple[int, int], list[Match]] = {}
+        self._anchor_ops = [getattr(r, "anchor_ops", None) for r in self.rules]
+        self._global = [bool(getattr(r, "disconnected", False) or getattr(r, "global_match", False))
+                        for r in self.rules]
+        self._sorted: list[Candidate] | None = None
+        for rid in range(len(self.rules)):
+            for nid in graph.nodes:
+                self._match(rid, nid)
+        if cost_model is not None:
+            self._const = graph.constant_nodes()
+            self._costs = {nid: cost_model.node_cost(graph, n, nid in self._const) for nid, n in graph.nodes.items()}
+            self._cost_total: float | None = None
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def candidates(self) -> list[Candidate]:
+        """Every applicable rewrite, in the deterministic order described in the module doc."""
+        if self._sorted is None:
+            pos = {nid: i for i, nid in enumerate(self.graph.topo_order())}
+            items = [(rid, pos[a], m.nodes, k, Candidate(rid, m))
+                     for (rid, a), ms in self._table.items() for k, m in enumerate(ms)]
+            items.sort(key=lambda t: t[:4])
+            self._sorted = [t[4] for t in items]
+        return self._sorted
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __getitem__(self, i: int) -> Candidate:
+        return self.candidates[i]
+
+    def describe(self, i: int) -> tuple[str, tuple[int, ...]]:
+        """``(rule name, matched node ids)`` of candidate ``i``."""
+        c = self.candidates[i]
+        return self.rules[c.rule_id].name, c.match.nodes
+
+    @property
+    def cost(self) -> float:
+        """Graph cost in ms (requires ``cost_model``)."""
+        if self.cost_model is None:
+            raise ValueError("CandidateIndex was built without a cost_model")
+        if self._cost_total is None:
+            self._cost_total = float(sum(self._costs.values()))
+        return self._cost_total
+
+    def node_cost(self, nid: int) -> float:
+        """Cost in ms of one node (requires ``cost_model``); 0 for sources and constants."""
+        return self._costs[nid]
+
+    def is_constant(self, nid: int) -> bool:
+        """Whether a node is constant-folded (requires ``cost_model``)."""
+        return nid in self._const
+
+    def full_rematch(self) -> list[Candidate]:
+        """Re-match the whole graph from scratch (for checking the incremental update)."""
+        return CandidateIndex(self.graph.copy(), self.rules).candidates
+
+    # ------------------------------------------------------------------ rewriting
+    def copy(self) -> "CandidateIndex":
+        """An independent index over a copy of the graph (match lists are shared, never mutated)."""
+        new = CandidateIndex.__new__(CandidateIndex)
+        new.graph = self.graph.copy()
+        new.rules = self.rules
+        new.cost_model = self.cost_model
+        new.last_change = self.last_change
+        new._table = dict(self._table)
+        new._anchor_ops = self._anchor_ops
+        new._global = self._global
+        new._sorted = self._sorted
+        if self.cost_model is not None:
+            new._const = set(self._const)
+            new._costs = dict(self._costs)
+            new._cost_total = self._cost_total
+        return new
+
+    def _candidate(self, i: int) -> Candidate:
+        cands = self.candidates
+        if not 0 <= i < len(cands):
+            raise IndexError(f"candidate {i} out of range (there are {len(cands)})")
+        return cands[i]
+
+    def apply(self, i: int, copy: bool = False) -> "CandidateIndex":
+        """Apply candidate ``i``, prune, and update the candidates incrementally.
+
+        With ``copy`` the result is a new index over a copied graph and ``self`` is left
+        untouched; otherwise ``self`` is updated in place and returned.
+        Raises IndexError if ``i`` is not a candidate index.
+        """
+        rid, match = self._candidate(i)
+        idx = self.copy() if copy else self
+        before, change = rewrite(idx.graph, self.rules[rid], match)
+        idx.last_change = change
+        idx._update_candidates(before, set(change.added), set(change.changed), set(change.removed))
+        if idx.cost_model is not None:
+            update_costs(idx.cost_model, idx.graph, idx._const, idx._costs, change)
+            idx._cost_total = None
+        idx._sorted = None
+        return idx
+
+    def preview(self, i: int) -> "Preview":
+        """Apply candidate ``i`` to a copy of the graph without re-matching (cheap look-ahead).
+
+        Returns the new graph, its cost (if the index has a cost model, else nan) and the change.
+        """
+        rid, match = self._candidate(i)
+        g = self.graph.copy()
+        _, change = rewrite(g, self.rules[rid], match)
+        cost = float("nan")
+        if self.cost_model is not None:
+            const, costs = set(self._const), dict(self._costs)
+            update_costs(self.cost_model, g, const, costs, change)
+            cost = float(sum(costs.values()))
+        return Preview(g, cost, change)
+
+    def _match(self, rid: int, nid: int) -> None:
+        ops = self._anchor_ops[rid]
+        if ops is not None and self.graph.nodes[nid].op not in ops:
+            return
+        ms = self.rules[rid].match_at(self.graph, nid)
+        if ms:
+            self._table[(rid, nid)] = list(ms)
+
+    def _update_candidates(self, before, added, changed, removed) -> None:
+        g = self.graph
+        seeds = set(added) | changed
+        for n in changed | removed:
+            seeds.update(s for s, _ in before[n].inputs)
+        seeds = {n for n in seeds if n in g.nodes}
+        radii = [r.radius + 1 for r in self.rules]
+        depth = max(radii, default=0)
+        dist = {n: 0 for n in seeds}
+        frontier = deque(seeds)
+        while frontier:
+            n = frontier.popleft()
+            d = dist[n]
+            if d >= depth:
+                continue
+            node = g.nodes[n]
+            for nb in [s for s, _ in node.inputs] + [c for c, _ in g._uses[n]]:
+                if nb not in dist:
+                    dist[nb] = d + 1
+                    frontier.append(nb)
+        dead = removed | changed
+        def near(key):
+            d = dist.get(key[1])
+            return d is not None and d <= radii[key[0]]
+
+        for key in [k for k in self._table if near(k) or k[1] in removed
+                    or any(n in dead for m in self._table[k] for n in m.nodes)]:
+            del self._table[key]
+            if key[1] in g.nodes and not near(key):
+                self._match(*key)  # a match reached beyond the rule's radius: re-match it too
+        for rid, r in enumerate(radii):
+            if self._global[rid]:
+                for key in [k for k in self._table if k[0] == rid]:
+                    del self._table[key]
+                for n in g.nodes:
+                    self._match(rid, n)
+                continue
+            for n, d in dist.items():
+                if d <= r:
+                    self._match(rid, n)
+
+
+
+class Preview(NamedTuple):
+    """Result of :meth:`CandidateIndex.preview`: the rewritten copy, its cost (ms) and the change."""
+
+    graph: Graph
+    cost: float
+    change: Change
+
+
+def rewrite(graph: Graph, rule: Rule, match: Match) -> tuple[dict, Change]:
+    """Apply ``match`` in place and prune locally; return the old node table and the change."""
+    before = dict(graph.nodes)
+    touched = set(rule.apply(graph, match))
+    nodes = graph.nodes
+    touched.update(n for n, node in nodes.items() if before.get(n) is not node)
+    seeds = touched | set(match.nodes)
+    for n in list(seeds):
+        if n in before:
+            seeds.update(s for s, _ in before[n].inputs)
+    prune_dead(graph, [n for n in seeds if n in nodes])
+    added = frozenset(n for n in nodes if n not in before)
+    removed = frozenset(n for n in before if n not in nodes)
+    changed = frozenset(n for n, node in nodes.items() if n in before and before[n] is not node)
+    return before, Change(added, changed, removed)
+
+
+def update_costs(cost_model: CostModel, g: Graph, const: set[int], costs: dict[int, float], change: Change) -> None:
+    """Update constant-folded flags and per-node costs (ms) in place after ``change``.
+
+    Only added/changed nodes are recomputed, plus consumers whose constant status flips.
+    """
+    for n in change.removed:
+        costs.pop(n, None)
+        const.discard(n)
+    pending = change.added | change.changed
+    # local topological order of the pending nodes (their inputs inside the set first)
+    order, seen = [], set()
+    for start in sorted(pending):
+        stack = [(start, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.append((n, True))
+            stack.extend((s, False) for s, _ in g.nodes[n].inputs if s in pending and s not in seen)
+    work = deque(order)
+    queued = set(order)
+    while work:
+        n = work.popleft()
+        queued.discard(n)
+        node = g.nodes[n]
+        if node.op == "weight":
+            is_const = True
+        elif node.op == "input":
+            is_const = False
+        else:
+            is_const = bool(node.inputs) and all(s in const for s, _ in node.inputs)
+        flipped = is_const != (n in const)
+        if is_const:
+            const.add(n)
+        else:
+            const.discard(n)
+        if flipped or n in pending:
+            costs[n] = cost_model.node_cost(g, node, is_const)
+        if flipped:
+            for c, _ in g._uses[n]:
+                if c not in queued:
+                    queued.add(c)
+                    work.append(c)

@@ -1,0 +1,245 @@
+"""Non-learned rewrite searches: greedy, TASO's cost-based backtracking, random.
+
+All searches work on a copy of the input graph, cost it with a
+:class:`~systems_envs.graph.cost.CostModel` (analytic roofline on ``v100`` by default;
+costs in ms, kept up to date incrementally by the :class:`CandidateIndex`) and return a
+:class:`SearchResult` holding the best graph seen.
+
+Backtracking search (TASO, Jia et al. 2019): a priority queue of graphs ordered by cost;
+each dequeued graph is expanded by applying each of its candidates to a copy; a new
+graph is queued if its cost is below ``alpha * best_cost`` and it was not seen before
+(structural hash) and its op count is at most ``max_ops_factor`` times the input's (TASO
+likewise bounds node-count growth so merges that add concat/split nodes cannot blow up
+the graph). The search stops after ``budget`` dequeues, when the queue is empty, or
+after ``time_limit`` seconds. Default budget 100: on this 2-core CPU an expansion of a
+~400-op graph with a few hundred candidates takes roughly 0.3-0.6 s, so 100 dequeues is
+about a minute.
+
+Queue entries store only (parent, candidate number): a queued graph is rebuilt from its
+expanded parent when dequeued, so memory grows with the number of expansions, not with
+the queue length.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from systems_envs.graph.cost import CostModel
+from systems_envs.graph.ir import Graph
+from systems_envs.rewrite.candidates import CandidateIndex, Change
+from systems_envs.rewrite.rule import Rule
+
+Location = tuple[int, ...]
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """Outcome of a search.
+
+    Attributes:
+      graph: the best graph found.
+      cost_before, cost_after: costs in ms of the input and of ``graph``.
+      rewrites: ``(rule name, matched node ids)`` applied, in order, from the input to ``graph``.
+      seconds: wall-clock time of the search.
+      expanded: graphs whose candidates were enumerated (greedy: steps evaluated;
+        backtracking: dequeues; random: steps).
+    """
+
+    graph: Graph
+    cost_before: float
+    cost_after: float
+    rewrites: list[tuple[str, Location]]
+    seconds: float
+    expanded: int
+
+    @property
+    def reduction(self) -> float:
+        """Relative cost reduction, ``1 - after / before``."""
+        return 1.0 - self.cost_after / self.cost_before if self.cost_before > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- hashing
+class StructuralHasher:
+    """Structural graph hashes for deduplication, updated incrementally after a rewrite.
+
+    A node's hash combines its op, attributes and shapes with its inputs' hashes (so it
+    does not depend on node ids); the graph hash is the sum of node hashes (a multiset)
+    plus the output hashes. After a rewrite only the changed nodes and their descendants
+    are re-hashed. Hashes use Python's ``hash`` (64 bit, stable within one process).
+    """
+
+    def __init__(self):
+        self._local: dict[int, tuple[object, int]] = {}  # id(node) -> (node, local hash)
+
+    def _local_hash(self, node) -> int:
+        hit = self._local.get(id(node))
+        if hit is None or hit[0] is not node:
+            hit = (node, hash((node.op, node.attr_key(), node.shapes)))
+            self._local[id(node)] = hit
+        return hit[1]
+
+    def full(self, g: Graph) -> tuple[dict[int, int], int]:
+        """Node hashes and their sum."""
+        h: dict[int, int] = {}
+        for nid in g.topo_order():
+            n = g.nodes[nid]
+            h[nid] = hash((self._local_hash(n),) + tuple((h[s], i) for s, i in n.inputs))
+        return h, sum(h.values())
+
+    def update(self, g: Graph, parent: dict[int, int], parent_sum: int, change: Change) -> tuple[dict[int, int], int]:
+        """Hashes of ``g`` = the parent graph after ``change``; ``parent_sum`` = sum of parent node hashes."""
+        dirty = set(change.added | change.changed)
+        stack = list(dirty)
+        while stack:  # every descendant of a changed node changes too
+            for c, _ in g._uses[stack.pop()]:
+                if c not in dirty:
+                    dirty.add(c)
+                    stack.append(c)
+        h = dict(parent)
+        total = parent_sum
+        for n in change.removed:
+            total -= h.pop(n)
+        for n in dirty:
+            total -= h.pop(n, 0)
+        for start in dirty:
+            if start in h:
+                continue
+            stack = [start]
+            while stack:
+                n = stack[-1]
+                node = g.nodes[n]
+                todo = [s for s, _ in node.inputs if s not in h]
+                if todo:
+                    stack.extend(todo)
+                    continue
+                stack.pop()
+                if n not in h:
+                    h[n] = hash((self._local_hash(node),) + tuple((h[s], i) for s, i in node.inputs))
+                    total += h[n]
+        return h, total
+
+    @staticmethod
+    def graph_key(g: Graph, h: dict[int, int], s: int) -> tuple:
+        """Dedup key: node-hash sum and the output hashes."""
+        return (s & 0xFFFFFFFFFFFFFFFF, tuple((h[n], i) for n, i in g.outputs))
+
+
+# ----------------------------------------------------------------------------- searches
+def _start(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None) -> CandidateIndex:
+    return CandidateIndex(graph.copy(), rules, cost_model or CostModel())
+
+
+def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
+           max_steps: int = 10_000, eps: float = 1e-9,
+           progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Repeatedly apply the candidate that lowers the cost most; stop when none lowers it.
+
+    Ties go to the lowest candidate index (deterministic).
+    """
+    t0 = time.perf_counter()
+    idx = _start(graph, rules, cost_model)
+    cost0 = idx.cost
+    rewrites: list[tuple[str, Location]] = []
+    steps = 0
+    while steps < max_steps:
+        steps += 1
+        best_i, best_cost = -1, idx.cost - eps * max(1.0, idx.cost)
+        for i in range(len(idx)):
+            c = idx.preview(i).cost
+            if c < best_cost:
+                best_i, best_cost = i, c
+        if best_i < 0:
+            break
+        rewrites.append(idx.describe(best_i))
+        idx.apply(best_i)
+        if progress:
+            progress(f"greedy step {steps}: {rewrites[-1][0]} -> {idx.cost:.4f} ms")
+    return SearchResult(idx.graph, cost0, idx.cost, rewrites, time.perf_counter() - t0, steps)
+
+
+def backtracking(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
+                 alpha: float = 1.05, budget: int = 100, max_ops_factor: float = 1.5,
+                 time_limit: float | None = None,
+                 progress: Callable[[str], None] | None = None) -> SearchResult:
+    """TASO's cost-based backtracking search (see the module docstring)."""
+    if alpha < 1.0:
+        raise ValueError(f"alpha must be >= 1, got {alpha}")
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    t0 = time.perf_counter()
+    root = _start(graph, rules, cost_model)
+    max_ops = int(max_ops_factor * root.graph.num_ops())
+    hasher = StructuralHasher()
+    h0, s0 = hasher.full(root.graph)
+    seen = {hasher.graph_key(root.graph, h0, s0)}
+    cost0 = root.cost
+    # expanded states: index, node hashes, hash sum, rewrites from the input
+    states: list[tuple[CandidateIndex, dict, int, list]] = []
+    best = (cost0, root.graph, [])
+    queue: list[tuple[float, int, int, int]] = [(cost0, 0, -1, -1)]  # (cost, seq, parent, candidate)
+    seq = 1
+    expanded = 0
+    while queue and expanded < budget:
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            break
+        cost, _, parent, k = heapq.heappop(queue)
+        if parent < 0:
+            idx, h, s, path = root, h0, s0, []
+        else:
+            pidx, ph, ps, ppath = states[parent]
+            idx = pidx.apply(k, copy=True)
+            h, s = hasher.update(idx.graph, ph, ps, idx.last_change)
+            path = ppath + [pidx.describe(k)]
+        states.append((idx, h, s, path))
+        me = len(states) - 1
+        expanded += 1
+        for i in range(len(idx)):
+            pv = idx.preview(i)
+            if not pv.cost < alpha * best[0] or pv.graph.num_ops() > max_ops:
+                continue
+            ch, cs = hasher.update(pv.graph, h, s, pv.change)
+            key = hasher.graph_key(pv.graph, ch, cs)
+            if key in seen:
+                continue
+            seen.add(key)
+            if pv.cost < best[0]:
+                best = (pv.cost, pv.graph, path + [idx.describe(i)])
+            heapq.heappush(queue, (pv.cost, seq, me, i))
+            seq += 1
+        if progress:
+            progress(f"backtrack {expanded}/{budget}: queue {len(queue)}, best {best[0]:.4f} ms")
+    return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, expanded)
+
+
+def random_search(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
+                  steps: int = 100, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Apply uniformly random candidates for ``steps`` steps; return the cheapest graph seen."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    idx = _start(graph, rules, cost_model)
+    cost0 = idx.cost
+    best = (cost0, idx.graph.copy(), [])
+    path: list[tuple[str, Location]] = []
+    n = 0
+    while n < steps and len(idx):
+        n += 1
+        i = int(rng.integers(len(idx)))
+        path.append(idx.describe(i))
+        idx.apply(i)
+        if idx.cost < best[0]:
+            best = (idx.cost, idx.graph.copy(), list(path))
+        if progress and n % 10 == 0:
+            progress(f"random step {n}/{steps}: best {best[0]:.4f} ms")
+    return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, n)
+
+
+SEARCHES: dict[str, Callable[..., SearchResult]] = {
+    "greedy": greedy,
+    "backtrack": backtracking,
+    "random": random_search,
+}

@@ -1,0 +1,432 @@
+"""Experiment configuration: nested frozen dataclasses, presets and a command-line parser.
+
+Every leaf field of :class:`Config` can be set as ``--section.field value`` (or
+``--section.field=value``); nested sections go deeper (``--controller.ppo.lr 1e-3``).
+Values are parsed from the dataclass annotations: ``int``, ``float``, ``bool``
+(true/false/1/0/yes/no), ``str`` and tuples (``"1,2,3"`` or ``"[1, 2, 3]"``).
+``--preset NAME`` (first) starts from a named preset; ``--config PATH`` starts from a
+saved ``config.json``. An unknown flag is a :class:`ConfigError` naming the closest valid
+flags (``difflib``); :func:`cli_parse` turns that into one line on stderr and exit 2.
+
+A small hand parser is used instead of tyro because the error for a mistyped flag must
+name the closest valid flags in one line, and nested dotted flags must map 1:1 onto the
+dataclass tree (which is also the JSON layout of the saved config).
+
+Adding a preset: ``PRESETS["name"] = replace_path(default_config(), {"model.hidden": 32})``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+
+class ConfigError(ValueError):
+    """A bad flag, a bad value or a bad config file (one-line message)."""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which environment and problem instance."""
+
+    name: str = "GraphRewrite-v0"   # registered gymnasium id of the real environment
+    graph: str = ""                 # problem instance (graph file / name); "" = env default
+    max_steps: int = 50             # episode step limit (truncation)
+    num_envs: int = 4               # parallel environments for rollouts
+    node_capacity: int = 0          # padding bucket for nodes (0 = smallest that fits)
+    edge_capacity: int = 0          # padding bucket for edges (0 = smallest that fits)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """World model (encoder + dynamics)."""
+
+    encoder: str = "gn"             # registry name in encoders/
+    dynamics: str = "mlp"           # registry name in dynamics/
+    latent_dim: int = 64
+    hidden: int = 128
+    message_steps: int = 2
+    lr: float = 3e-4
+    batch_size: int = 32
+    ensemble: int = 1
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    rollout_len: int = 32
+    hidden: int = 64
+    message_steps: int = 2
+    num_rules: int = 256            # size of the rule-id embedding table
+
+
+@dataclass(frozen=True)
+class CMAESConfig:
+    popsize: int = 16
+    sigma: float = 0.5
+    hidden: int = 0                 # 0 = linear controller, >0 = one hidden layer
+    num_rollouts: int = 4           # rollouts per candidate (fitness = mean return)
+    horizon: int = 32
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    method: str = "cem"             # "cem" or "random"
+    horizon: int = 8
+    num_samples: int = 64
+    num_elites: int = 8
+    iterations: int = 3
+    smoothing: float = 0.5          # CEM update rate of the action distribution
+    gamma: float = 1.0
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Controller C, and which environment it trains on (a config value, not code)."""
+
+    name: str = "ppo"               # registry name: ppo, cmaes, planner, random, greedy, search
+    train_env: str = "imagined"     # "real" or "imagined"
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    cmaes: CMAESConfig = field(default_factory=CMAESConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Model-based training loop."""
+
+    total_env_steps: int = 100_000  # real environment steps
+    model_updates_per_iter: int = 100
+    controller_updates_per_iter: int = 10
+    imagined_horizon: int = 16
+    real_ratio: float = 0.1
+    eval_every: int = 5_000         # real env steps between evaluations
+    eval_episodes: int = 8
+    checkpoint_every: int = 10_000  # real env steps between checkpoints
+    keep_checkpoints: int = 3
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    logdir: str = "runs"
+    run_name: str = ""              # "" = derived from preset and seed
+    progress: bool = True           # progress bars
+    log_every: int = 1_000          # real env steps between scalar logs
+
+
+@dataclass(frozen=True)
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"section.field": value}`` for every leaf of a config dataclass."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(v):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def leaf_types(cls, prefix: str = "") -> dict[str, Any]:
+    """``{"section.field": annotated type}`` for every leaf of a config dataclass type."""
+    out: dict[str, Any] = {}
+    for name, tp in _hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(leaf_types(tp, prefix + name + "."))
+        else:
+            out[prefix + name] = tp
+    return out
+
+
+def parse_value(text: str, tp: Any, flag: str) -> Any:
+    """Parse ``text`` as the annotated type ``tp``; errors name ``flag``."""
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            low = text.strip().lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+        if origin is tuple:
+            args = typing.get_args(tp)
+            s = text.strip()
+            if s.startswith("[") or s.startswith("("):
+                s = s[1:-1]
+            parts = [p.strip() for p in s.split(",") if p.strip()]
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(parse_value(p, args[0], flag) for p in parts)
+            if len(parts) != len(args):
+                raise ValueError
+            return tuple(parse_value(p, a, flag) for p, a in zip(parts, args))
+    except ConfigError:
+        raise
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"flag --{flag}: unsupported field type {tp!r}")
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"flag --{flag}: cannot parse {text!r} as {name}")
+
+
+def _coerce(value: Any, tp: Any, flag: str) -> Any:
+    """Check/convert a JSON value to the annotated type (for loading saved configs)."""
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field {flag}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        elem = [args[0]] * len(value) if (len(args) == 2 and args[1] is Ellipsis) else list(args)
+        if len(elem) != len(value):
+            raise ConfigError(f"config field {flag}: expected {len(elem)} items, got {len(value)}")
+        return tuple(_coerce(v, t, flag) for v, t in zip(value, elem))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, bool, str) and not (type(value) is tp):
+        raise ConfigError(f"config field {flag}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def replace_path(cfg: Any, updates: Mapping[str, Any]) -> Any:
+    """Return ``cfg`` with dotted-path leaves replaced: ``{"controller.ppo.lr": 1e-3}``."""
+    valid = flatten(cfg)
+    nested: dict[str, Any] = {}
+    for path, value in updates.items():
+        if path not in valid:
+            raise ConfigError(_unknown_message(path, valid))
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            nested[head] = value
+    kwargs = {}
+    for head, value in nested.items():
+        sub = getattr(cfg, head)
+        kwargs[head] = replace_path(sub, value) if dataclasses.is_dataclass(sub) else value
+    return dataclasses.replace(cfg, **kwargs)
+
+
+def _unknown_message(flag: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(flag, list(valid), n=3, cutoff=0.5)
+    if not close:  # try matching the last component only (e.g. "--lr")
+        last = {k.rsplit(".", 1)[-1]: k for k in valid}
+        close = [last[c] for c in difflib.get_close_matches(flag.rsplit(".", 1)[-1], list(last), n=3, cutoff=0.6)]
+    hint = ("; did you mean " + ", ".join("--" + c for c in close) + "?") if close else ""
+    return f"unknown flag --{flag}{hint}"
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def default_config() -> Config:
+    return Config()
+
+
+def tiny_config() -> Config:
+    """Smallest settings for smoke tests (the lead fills in the real values)."""
+    return replace_path(Config(), {
+        "env.num_envs": 2, "env.max_steps": 8,
+        "model.latent_dim": 16, "model.hidden": 32, "model.batch_size": 8,
+        "controller.ppo.hidden": 16, "controller.ppo.rollout_len": 8,
+        "controller.cmaes.popsize": 8, "controller.planner.num_samples": 16,
+        "loop.total_env_steps": 200, "loop.eval_every": 100, "loop.checkpoint_every": 100,
+        "log.progress": False, "log.log_every": 20,
+    })
+
+
+#: name -> zero-argument factory returning a Config. Add presets here or at import time.
+PRESETS: dict[str, Any] = {"default": default_config, "tiny": tiny_config}
+
+
+def get_preset(name: str, presets: Mapping[str, Any] | None = None) -> Config:
+    presets = PRESETS if presets is None else presets
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=3, cutoff=0.4)
+        hint = ("; did you mean " + ", ".join(close) + "?") if close else ""
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(sorted(presets))}){hint}")
+    p = presets[name]
+    return p() if callable(p) else p
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def help_text(cfg: Config) -> str:
+    types = leaf_types(type(cfg))
+    lines = ["flags (--section.field VALUE):", "  --preset NAME", "  --config PATH/config.json"]
+    for k, v in flatten(cfg).items():
+        tp = types[k]
+        lines.append(f"  --{k} {getattr(tp, '__name__', str(tp))} (default {v!r})")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None, presets: Mapping[str, Any] | None = None,
+               base: Config | None = None) -> Config:
+    """Parse ``argv`` (without the program name) into a :class:`Config`.
+
+    Raises :class:`ConfigError` (one line) for an unknown flag (naming the closest valid
+    ones), a missing value, a value of the wrong type (naming the flag) or an unknown
+    preset. ``--help`` raises ``SystemExit(0)`` after printing all flags.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = base if base is not None else default_config()
+    # split into (flag, value) pairs
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in ("-h", "--help"):
+            print(help_text(cfg))
+            raise SystemExit(0)
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument {tok!r} (flags look like --section.field value)")
+        name, eq, val = tok[2:].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                val = argv[i + 1]
+                i += 1
+            else:
+                val = None
+        pairs.append((name, val))
+        i += 1
+    # --preset / --config first, in that order, wherever they appear
+    for name, val in pairs:
+        if name == "preset":
+            if val is None:
+                raise ConfigError("flag --preset needs a value")
+            cfg = get_preset(val, presets)
+    for name, val in pairs:
+        if name == "config":
+            if val is None:
+                raise ConfigError("flag --config needs a value")
+            cfg = load_config(val)
+    types = leaf_types(type(cfg))
+    updates: dict[str, Any] = {}
+    for name, val in pairs:
+        if name in ("preset", "config"):
+            continue
+        if name not in types:
+            raise ConfigError(_unknown_message(name, list(types)))
+        tp = types[name]
+        if val is None:
+            if tp is bool:
+                val = "true"
+            else:
+                raise ConfigError(f"flag --{name} needs a value")
+        updates[name] = parse_value(val, tp, name)
+    return replace_path(cfg, updates) if updates else cfg
+
+
+def cli_parse(argv: Sequence[str] | None = None, presets: Mapping[str, Any] | None = None) -> Config:
+    """:func:`parse_args` for command-line tools: a bad flag prints ``error: ...`` and exits 2."""
+    try:
+        return parse_args(argv, presets)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# ----------------------------------------------------------------------------- (de)serialise
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists in JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: Mapping[str, Any], cls: type = Config, where: str = "") -> Any:
+    """Build a config dataclass from a nested dict; unknown keys are an error, missing keys
+    keep their defaults (so configs saved by an older version still load)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {where or '<root>'}: expected an object, got {data!r}")
+    hints = _hints(cls)
+    unknown = [k for k in data if k not in hints]
+    if unknown:
+        raise ConfigError(_unknown_message(where + unknown[0], [where + k for k in hints]).replace("flag --", "config field "))
+    kwargs = {}
+    for k, v in data.items():
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = from_dict(v, tp, where + k + ".")
+        else:
+            kwargs[k] = _coerce(v, tp, where + k)
+    return cls(**kwargs)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def save_config(cfg: Any, run_dir: str | os.PathLike, name: str = "config.json") -> str:
+    """Write the resolved config to ``run_dir/config.json`` atomically; return the path."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, name)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(to_json(cfg) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(path: str | os.PathLike, cls: type = Config) -> Any:
+    """Load a config saved by :func:`save_config` (a file or a run directory)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return from_dict(data, cls)
+
+
+def config_hash(cfg: Any, exclude: Sequence[str] = ()) -> str:
+    """Stable 16-hex-digit hash of the config, ignoring leaves under the ``exclude`` prefixes
+    (e.g. ``("log", "loop")`` for checkpoint compatibility)."""
+    flat = {k: v for k, v in flatten(cfg).items()
+            if not any(k == p or k.startswith(p + ".") for p in exclude)}
+    blob = json.dumps(flat, sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
