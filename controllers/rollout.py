@@ -54,10 +54,12 @@ def reset_real(envs: list, seed: int) -> RealRolloutState:
 
 
 def collect_real(envs: list, agent: Any, agent_state: Any, rs: RealRolloutState, key: jax.Array,
-                 num_steps: int) -> tuple[RealRolloutState, Transition]:
+                 num_steps: int, n_cap: int | None = None, m_cap: int | None = None
+                 ) -> tuple[RealRolloutState, Transition]:
     """Python loop over ``env.step`` for ``num_steps`` steps of each of the B gymnasium envs
-    (auto-reset on episode end). Observations are padded per step to power-of-two buckets
-    for the jitted policy and, in the batch, to the largest bucket seen in this rollout."""
+    (auto-reset on episode end). Observations are padded to ``n_cap`` nodes / ``m_cap``
+    edges (default: power-of-two buckets per step for the jitted policy and, in the batch,
+    the largest bucket seen in this rollout). Fixed capacities compile the policy once."""
     policy_b = getattr(agent, "policy_batch", None) or jax.jit(jax.vmap(agent.policy, in_axes=(None, 0, 0)))
     value_b = getattr(agent, "value_batch", None) or jax.jit(jax.vmap(agent.value, in_axes=(None, 0)))
     B = len(envs)
@@ -65,7 +67,7 @@ def collect_real(envs: list, agent: Any, agent_state: Any, rs: RealRolloutState,
     raw_obs, acts, logps, vals, rews, terms, truncs, finals, ep_rets = [], [], [], [], [], [], [], [], []
     for t in range(num_steps):
         key, k = jax.random.split(key)
-        a, lp, v = jax.device_get(policy_b(agent_state, stack_observations(obs), jax.random.split(k, B)))
+        a, lp, v = jax.device_get(policy_b(agent_state, stack_observations(obs, n_cap, m_cap), jax.random.split(k, B)))
         raw_obs.append(obs)
         acts.append(a); logps.append(lp); vals.append(v)
         r_t, te_t, tr_t, er_t = np.zeros(B), np.zeros(B, bool), np.zeros(B, bool), np.zeros(B)
@@ -84,23 +86,21 @@ def collect_real(envs: list, agent: Any, agent_state: Any, rs: RealRolloutState,
                 o = _with_info_mask(*env.reset())
             new_obs.append(o)
         fv = np.zeros(B)
-        if final:
-            idx = sorted(final)
-            fv[idx] = np.asarray(value_b(agent_state, stack_observations([final[i] for i in idx])))
+        if final:  # value of the pre-reset final observations (one fixed-size call)
+            fo = [final.get(i, new_obs[i]) for i in range(B)]
+            fv = np.asarray(value_b(agent_state, stack_observations(fo, n_cap, m_cap)), np.float64)
         rews.append(r_t); terms.append(te_t); truncs.append(tr_t); finals.append(fv); ep_rets.append(er_t)
         obs = new_obs
-    last_v = np.asarray(value_b(agent_state, stack_observations(obs)))
+    last_v = np.asarray(value_b(agent_state, stack_observations(obs, n_cap, m_cap)))
     vals_a = np.asarray(vals, np.float32)
     next_v = np.concatenate([vals_a[1:], last_v[None]], 0)
     terms_a, truncs_a = np.asarray(terms), np.asarray(truncs)
     next_v = np.where(truncs_a & ~terms_a, np.asarray(finals), np.where(terms_a, 0.0, next_v))
     # one bucket for the whole batch
     flat = [o for step in raw_obs for o in step]
-    if "node_features" in flat[0]:
+    if "node_features" in flat[0] and not (n_cap and m_cap):
         n_cap = next_pow2(max(np.asarray(o["node_features"]).shape[0] for o in flat))
         m_cap = next_pow2(max(np.asarray(o["senders"]).shape[0] for o in flat))
-    else:
-        n_cap = m_cap = None
     obs_b = [stack_observations(step, n_cap, m_cap) for step in raw_obs]
     obs_tb = {k: np.stack([o[k] for o in obs_b]) for k in obs_b[0]}
     batch = Transition(obs=obs_tb, action=np.asarray(acts, np.int32), log_prob=np.asarray(logps, np.float32),

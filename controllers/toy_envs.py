@@ -100,11 +100,18 @@ class CountCash:
         return s2, TimeStep(self.observation(s2), reward.astype(jnp.float32), stop, (t2 >= self.horizon) & ~stop)
 
 
+_JITTED: dict = {}
+
+
 class GymGraphBandit(gym.Env):
     """:class:`GraphBandit` as a gymnasium env with NumPy observations."""
 
     def __init__(self, **kw):
         self.core = GraphBandit(**kw)
+        key = tuple(sorted(kw.items()))
+        if key not in _JITTED:  # one compilation per configuration, shared by all instances
+            _JITTED[key] = (jax.jit(self.core.reset), jax.jit(self.core.step))
+        self._reset, self._step = _JITTED[key]
         self.action_space = gym.spaces.Discrete(self.core.A + 1)
         self._key = jax.random.PRNGKey(0)
         self._s = None
@@ -114,11 +121,11 @@ class GymGraphBandit(gym.Env):
         if seed is not None:
             self._key = jax.random.PRNGKey(seed)
         self._key, k = jax.random.split(self._key)
-        self._s, ts = self.core.reset(None, k)
+        self._s, ts = self._reset(None, k)
         return jax.tree_util.tree_map(np.asarray, ts.observation), {}
 
     def step(self, action):
         self._key, k = jax.random.split(self._key)
-        self._s, ts = self.core.step(None, self._s, jnp.int32(action), k)
+        self._s, ts = self._step(None, self._s, jnp.int32(action), k)
         obs = jax.tree_util.tree_map(np.asarray, ts.observation)
         return obs, float(ts.reward), bool(ts.terminated), bool(ts.truncated), {}

@@ -103,7 +103,16 @@ class CompiledGraph:
         self._lat_ms = (self.devices.latency * 1e3).ravel().tolist()
         with np.errstate(divide="ignore"):
             self._ms_per_byte = (1e3 / self.devices.bandwidth).ravel().tolist()
-        self._out_keys = None
+        self._op_range = np.arange(self.n)
+        # edges (every (tensor, consumer op) pair) are listed in op order: op i owns
+        # edges edge_ptr[i]:edge_ptr[i + 1]
+        self.cons_prod = self.tensor_producer[self.cons_tensor]
+        self.cons_bytes = self.tensor_bytes[self.cons_tensor]
+        self.edge_ptr = np.searchsorted(self.cons_op, np.arange(self.n + 1))
+        if np.any(np.diff(self.cons_op) < 0):
+            raise ValueError(f"compiled graph {self.name!r}: cons_op must be sorted by op index")
+        ptr, ct, cp, cb = self.edge_ptr.tolist(), self.cons_tensor.tolist(), self.cons_prod.tolist(), self.cons_bytes.tolist()
+        self._op_edges = [[(e, ct[e], cp[e], cb[e]) for e in range(ptr[i], ptr[i + 1])] for i in range(self.n)]
 
     @property
     def op_index(self) -> dict[int, int]:
@@ -216,52 +225,84 @@ def compile_graph(graph: Graph, devices: DeviceSet | str,
     )
 
 
+@dataclasses.dataclass
+class BatchResult:
+    """Results of :func:`evaluate_many` for B placements (identical to :func:`simulate` row by row).
+
+    Attributes:
+      step_time_ms: [B] makespan in ms, ``inf`` where invalid.
+      valid: [B] bool, False where some device runs out of memory.
+      makespan_ms: [B] the schedule's makespan even when invalid.
+      busy_ms: [B, D] compute time per device, ms.
+      peak_memory_bytes: [B, D] peak memory per device, bytes.
+      transferred_bytes: [B] total bytes sent over links.
+    """
+
+    step_time_ms: np.ndarray
+    valid: np.ndarray
+    makespan_ms: np.ndarray
+    busy_ms: np.ndarray
+    peak_memory_bytes: np.ndarray
+    transferred_bytes: np.ndarray
+
+
 def resident_bytes(cg: CompiledGraph, placement: np.ndarray) -> np.ndarray:
-    """[D] bytes of resident tensors (weights, inputs) each device holds under ``placement``."""
-    d = cg.num_devices
-    if not len(cg.res_tensor):
-        return np.zeros(d)
-    mark = np.zeros(len(cg.res_bytes) * d, dtype=bool)
-    mark[cg.res_tensor * d + placement[cg.res_op]] = True
-    return (mark.reshape(-1, d) * cg.res_bytes[:, None]).sum(axis=0)
+    """Bytes of resident tensors (weights, inputs) each device holds: [D] for a placement
+    [n], [B, D] for placements [B, n]."""
+    P = np.asarray(placement, dtype=np.int64)
+    one = P.ndim == 1
+    P = P.reshape(-1, cg.n)
+    B, D, C = len(P), cg.num_devices, len(cg.res_bytes)
+    out = np.zeros((B, D))
+    if C:
+        mark = np.zeros(B * C * D, dtype=bool)
+        mark[(np.arange(B)[:, None] * (C * D) + cg.res_tensor * D + P[:, cg.res_op]).ravel()] = True
+        out = (mark.reshape(B, C, D) * cg.res_bytes[None, :, None]).sum(axis=1)
+    return out[0] if one else out
+
+
+def _busy(cg: CompiledGraph, P: np.ndarray) -> np.ndarray:
+    """[B, D] compute time per device (ms) of placements P [B, n]."""
+    B, D = len(P), cg.num_devices
+    idx = (np.arange(B)[:, None] * D + P).ravel()
+    return np.bincount(idx, weights=cg.dur_ms[cg._op_range, P].ravel(), minlength=B * D).reshape(B, D)
 
 
 def schedule(cg: CompiledGraph, placement) -> tuple[list, list, list]:
-    """Run the list-scheduling event loop. Returns (start, finish, transfers): lists of
-    op start and finish times (ms) and a flat list of transfers, 5 entries each:
-    ``tensor, src, dst, start_ms, end_ms``."""
+    """Run the list-scheduling event loop for one placement. Returns (start, finish,
+    transfers): lists of op start and finish times (ms) and a flat list of transfers, 3
+    entries each: ``edge, start_ms, end_ms`` where ``edge`` indexes ``cg.cons_tensor`` /
+    ``cg.cons_op`` (the first consumer on the destination, which issues the transfer)."""
     p = placement.tolist() if isinstance(placement, np.ndarray) else list(placement)
     D = cg.num_devices
-    dur, tprod, tbytes = cg._dur, cg._tprod, cg._tbytes
-    lat, mpb = cg._lat_ms, cg._ms_per_byte
+    dur, lat, mpb = cg._dur, cg._lat_ms, cg._ms_per_byte
     n = cg.n
     start = [0.0] * n
     fin = [0.0] * n
     dev_free = [0.0] * D
     link_free = [0.0] * (D * D)
-    arrival: dict[int, float] = {}
+    arrival = [None] * (len(cg._tbytes) * D)
     xfers = []
-    for i, ins in enumerate(cg.op_inputs):
+    for i, edges in enumerate(cg._op_edges):
         d = p[i]
         ready = dev_free[d]
-        for t in ins:
-            j = tprod[t]
+        for e, t, j, tb in edges:
             s = p[j]
             if s == d:
                 a = fin[j]
             else:
                 key = t * D + d
-                a = arrival.get(key)
+                a = arrival[key]
                 if a is None:
                     link = s * D + d
                     st = fin[j]
                     lf = link_free[link]
                     if lf > st:
                         st = lf
-                    a = st + lat[link] + tbytes[t] * mpb[link]
+                    a = st + lat[link] + tb * mpb[link]
                     link_free[link] = a
                     arrival[key] = a
-                    xfers += (t, s, d, st, a)
+                    xfers += (e, st, a)
             if a > ready:
                 ready = a
         f = ready + dur[i][d]
@@ -271,58 +312,132 @@ def schedule(cg: CompiledGraph, placement) -> tuple[list, list, list]:
     return start, fin, xfers
 
 
-def peak_memory(cg: CompiledGraph, p: np.ndarray, start: np.ndarray, fin: np.ndarray,
-                xfers: list, makespan: float) -> np.ndarray:
-    """[D] peak memory in bytes (resident + live activations), see the module docstring."""
-    D = cg.num_devices
+def _schedule_many(cg: CompiledGraph, P: np.ndarray):
+    """The event loop of :func:`schedule` for placements P [B, n], vectorised over B
+    (same arithmetic in the same order, so the times are bit-identical). Returns start,
+    fin [B, n] (ms) and, per edge, xs, xe [B, E] (transfer start/end, ms; xe = -inf and
+    need = False where the edge issues no transfer) and need [B, E] bool."""
+    B, n, D, E = len(P), cg.n, cg.num_devices, len(cg.cons_op)
     T = len(cg.tensor_bytes)
-    prod = cg.tensor_producer
-    home = np.arange(T) * D + p[prod]
-    free = np.full(T * D, -np.inf)
-    free[home] = fin[prod]
-    np.maximum.at(free, cg.cons_tensor * D + p[cg.cons_op], fin[cg.cons_op])
-    alloc = np.full(T * D, np.nan)
-    alloc[home] = start[prod]
+    ar = np.arange(B)
+    PT = np.ascontiguousarray(P.T)                               # [n, B]
+    dest, src = PT[cg.cons_op], PT[cg.cons_prod]                 # [E, B]
+    remote = src != dest
+    key = (cg.cons_tensor[:, None] * D + dest) * B + ar          # (tensor, dest, b) slot
+    eidx = np.broadcast_to(np.arange(E)[:, None], (E, B))
+    first = np.full(T * D * B, E, dtype=np.int64)
+    np.minimum.at(first, key.ravel(), eidx.ravel())
+    need = remote & (first[key] == eidx)                         # this edge issues the transfer
+    link = src * D + dest
+    LK = link * B + ar
+    LAT = (cg.devices.latency * 1e3).ravel()[link]
+    with np.errstate(divide="ignore"):
+        XB = cg.cons_bytes[:, None] * (1e3 / cg.devices.bandwidth).ravel()[link]
+    DB = PT * B + ar
+    DUR = cg.dur_ms[np.arange(n)[:, None], PT]
+    start, fin = np.empty((n, B)), np.empty((n, B))
+    dev_free, link_free, arrival = np.zeros(D * B), np.zeros(D * D * B), np.zeros(T * D * B)
+    xs, xe = np.zeros((E, B)), np.full((E, B), -np.inf)
+    any_rem, all_rem = remote.any(axis=1).tolist(), remote.all(axis=1).tolist()
+    rows_of = [np.flatnonzero(r) for r in need]
+    ptr, prod = cg.edge_ptr.tolist(), cg.cons_prod.tolist()
+    for i in range(n):
+        ready = dev_free[DB[i]]
+        for e in range(ptr[i], ptr[i + 1]):
+            fj = fin[prod[e]]
+            if not any_rem[e]:
+                np.maximum(ready, fj, out=ready)
+                continue
+            rows = rows_of[e]
+            if rows.size:
+                lk = LK[e, rows]
+                st = np.maximum(fj[rows], link_free[lk])
+                a = st + LAT[e, rows] + XB[e, rows]
+                link_free[lk] = a
+                arrival[key[e, rows]] = a
+                xs[e, rows] = st
+                xe[e, rows] = a
+            a = arrival[key[e]]
+            if not all_rem[e]:
+                a = np.where(remote[e], a, fj)
+            np.maximum(ready, a, out=ready)
+        start[i] = ready
+        f = ready + DUR[i]
+        fin[i] = f
+        dev_free[DB[i]] = f
+    return tuple(np.ascontiguousarray(a.T) for a in (start, fin, xs, xe, need))
+
+
+def _peak_memory(cg: CompiledGraph, P, start, fin, xs, xe, need) -> np.ndarray:
+    """[B, D] peak memory in bytes (resident + live activations) of placements P [B, n]
+    with schedules start, fin [B, n] and transfers xs, xe, need [B, E] (see
+    :func:`_schedule_many`); semantics in the module docstring.
+
+    Every (tensor, device) copy is an allocation event (+bytes) and a free event
+    (-bytes); per row the events are sorted by (time, frees first), then stably by
+    device, and each device's peak is the largest prefix sum of its run of events.
+    Byte counts are integers, so the sums are exact whatever the batch size.
+    """
+    B, D, T, E = len(P), cg.num_devices, len(cg.tensor_bytes), len(cg.cons_op)
+    L = 2 * (T + E)
+    ct, co, prod = cg.cons_tensor, cg.cons_op, cg.tensor_producer
+    row = np.arange(B)[:, None]
+    copy_dev = P[:, co]                                           # [B, E]
+    # latest finish of the consumers of tensor t on device d: [B * T * D]
+    cons_free = np.full(B * T * D, -np.inf)
+    np.maximum.at(cons_free, (row * (T * D) + (ct * D + copy_dev)).ravel(), fin[:, co].ravel())
+    home_dev = P[:, prod]                                         # [B, T]
+    home_free = np.ascontiguousarray(np.maximum(fin[:, prod], cons_free[row * (T * D) + (np.arange(T) * D + home_dev)]))
+    np.maximum.at(home_free.reshape(-1), (row * T + ct).ravel(), xe.ravel())  # outgoing transfers done
+    if cg.tensor_is_output.any():
+        home_free[:, cg.tensor_is_output] = fin.max(axis=1)[:, None]  # outputs live to the end
+    copy_free = np.where(need, cons_free[row * (T * D) + (ct * D + copy_dev)], 0.0)
+    copy_alloc = np.where(need, xs, 0.0)
+    # Sort key: times are >= 0, so their IEEE bit patterns sort like the times; the
+    # spare low bit is the event kind (0 = free, 1 = allocation).
+    times = np.concatenate([home_free, copy_free, start[:, prod], copy_alloc], axis=1)
+    key = times.view(np.uint64) << np.uint64(1)
+    key[:, T + E:] |= np.uint64(1)
+    order = np.argsort(key, axis=1)
+    dev = np.concatenate([home_dev, copy_dev, home_dev, copy_dev], axis=1)
+    by_dev = np.argsort(dev.astype(np.int8)[row, order], axis=1, kind="stable")  # radix sort
+    order = order[row, by_dev]
+    hb = cg.tensor_bytes.astype(np.int64)
+    cb = np.where(need, cg.cons_bytes.astype(np.int64), 0)
+    delta = np.concatenate([np.broadcast_to(-hb, (B, T)), -cb, np.broadcast_to(hb, (B, T)), cb], axis=1)
+    cs = np.empty((B, L + 1), dtype=np.int64)
+    cs[:, L] = np.iinfo(np.int64).min                             # pad: ends every row's last run
+    np.cumsum(delta[row, order], axis=1, out=cs[:, :L])
+    counts = np.bincount((row * D + dev).ravel(), minlength=B * D).reshape(B, D)
+    first = np.cumsum(counts, axis=1) - counts                    # run start per device
+    run_max = np.maximum.reduceat(cs.reshape(-1), (row * (L + 1) + first).ravel()).reshape(B, D)
+    base = np.where(first > 0, cs[row, np.maximum(first - 1, 0)], 0)
+    peak = np.where(counts > 0, np.maximum(run_max - base, 0), 0).astype(np.float64)
+    return peak + resident_bytes(cg, P)
+
+
+def _transfers_to_edges(cg: CompiledGraph, xfers: list):
+    """Transfers of :func:`schedule` as [1, E] arrays xs, xe, need."""
+    E = len(cg.cons_op)
+    xs, xe, need = np.zeros((1, E)), np.full((1, E), -np.inf), np.zeros((1, E), dtype=bool)
     if xfers:
-        x = np.array(xfers, dtype=np.float64).reshape(-1, 5)
-        xt, xs, xd = x[:, 0].astype(np.int64), x[:, 1].astype(np.int64), x[:, 2].astype(np.int64)
-        np.maximum.at(free, xt * D + xs, x[:, 4])
-        alloc[xt * D + xd] = x[:, 3]
-    free[home[cg.tensor_is_output]] = makespan
-    live = np.flatnonzero(~np.isnan(alloc))
-    dev = live % D
-    nbytes = cg.tensor_bytes[live // D]
-    # events: all frees, then all allocations; a stable sort by (device, time) keeps
-    # frees before allocations at equal times
-    span = 2.0 * makespan + 1.0
-    key = np.concatenate([dev * span + free[live], dev * span + alloc[live]])
-    order = np.argsort(key, kind="stable")
-    delta = np.concatenate([-nbytes, nbytes])[order]
-    sdev = np.concatenate([dev, dev])[order]
-    cs = np.cumsum(delta)
-    bounds = np.searchsorted(sdev, np.arange(D + 1))
-    starts = bounds[:-1]
-    nonempty = bounds[1:] > starts
-    peak = np.zeros(D)
-    if nonempty.any():
-        seg_max = np.maximum.reduceat(cs, starts[nonempty])
-        base = np.where(starts[nonempty] > 0, cs[np.maximum(starts[nonempty] - 1, 0)], 0.0)
-        peak[nonempty] = np.maximum(seg_max - base, 0.0)
-    return peak + resident_bytes(cg, p)
+        e = np.array(xfers[0::3], dtype=np.int64)
+        xs[0, e], xe[0, e], need[0, e] = xfers[1::3], xfers[2::3], True
+    return xs, xe, need
 
 
 def simulate(cg: CompiledGraph, placement, check: bool = True) -> SimResult:
     """Simulate one step of ``cg`` under ``placement`` ([n] device indices)."""
     p = cg.check_placement(placement) if check else np.asarray(placement, dtype=np.int64)
-    D = cg.num_devices
-    cap = cg.devices.capacity
     start_l, fin_l, xfers = schedule(cg, p)
     start, fin = np.array(start_l), np.array(fin_l)
     makespan = float(fin.max())
-    peak = peak_memory(cg, p, start, fin, xfers, makespan)
-    oom = [int(d) for d in np.flatnonzero(peak > cap)]
-    busy = np.bincount(p, weights=cg.dur_ms[np.arange(cg.n), p], minlength=D)
-    moved = float(cg.tensor_bytes[np.array(xfers[0::5], dtype=np.int64)].sum()) if xfers else 0.0
+    xs, xe, need = _transfers_to_edges(cg, xfers)
+    P = p[None]
+    peak = _peak_memory(cg, P, start[None], fin[None], xs, xe, need)[0]
+    oom = [int(d) for d in np.flatnonzero(peak > cg.devices.capacity)]
+    busy = _busy(cg, P)[0]
+    moved = float((need * cg.cons_bytes).sum())
     valid = not oom
     return SimResult(valid, makespan if valid else math.inf, makespan, busy, peak, moved, oom, start, fin)
 
@@ -339,5 +454,35 @@ def step_time(cg: CompiledGraph, placement) -> float:
     start_l, fin_l, xfers = schedule(cg, p)
     fin = np.array(fin_l)
     makespan = float(fin.max())
-    peak = peak_memory(cg, p, np.array(start_l), fin, xfers, makespan)
+    xs, xe, need = _transfers_to_edges(cg, xfers)
+    peak = _peak_memory(cg, p[None], np.array(start_l)[None], fin[None], xs, xe, need)[0]
     return makespan if not np.any(peak > cg.devices.capacity) else math.inf
+
+
+def evaluate_many(cg: CompiledGraph, placements, check: bool = True, chunk: int = 256) -> BatchResult:
+    """Simulate B placements at once (vectorised over the batch, ``chunk`` at a time).
+
+    Args:
+      placements: [B, n] int device indices, rows in ``cg.op_ids`` order.
+    Returns a :class:`BatchResult` whose rows equal :func:`simulate` on each placement.
+    """
+    P = np.asarray(placements)
+    if P.ndim != 2 or P.shape[1] != cg.n:
+        raise ValueError(f"placements for {cg.name!r} must have shape (B, {cg.n}), got {P.shape}")
+    if check and P.size and (not np.issubdtype(P.dtype, np.integer) or P.min() < 0 or P.max() >= cg.num_devices):
+        raise ValueError(f"placements for {cg.name!r} must hold device indices in 0..{cg.num_devices - 1}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    P = P.astype(np.int64)
+    B, D = len(P), cg.num_devices
+    makespan, moved = np.zeros(B), np.zeros(B)
+    peak, busy = np.zeros((B, D)), np.zeros((B, D))
+    for lo in range(0, B, chunk):
+        Pc = P[lo:lo + chunk]
+        start, fin, xs, xe, need = _schedule_many(cg, Pc)
+        makespan[lo:lo + chunk] = fin.max(axis=1)
+        peak[lo:lo + chunk] = _peak_memory(cg, Pc, start, fin, xs, xe, need)
+        busy[lo:lo + chunk] = _busy(cg, Pc)
+        moved[lo:lo + chunk] = (need * cg.cons_bytes).sum(axis=1)
+    valid = ~np.any(peak > cg.devices.capacity, axis=1)
+    return BatchResult(np.where(valid, makespan, np.inf), valid, makespan, busy, peak, moved)

@@ -96,13 +96,23 @@ class CandidateIndex:
         prune_dead(graph)
         # (rule id, anchor) -> matches; only non-empty entries are stored
         self._table: dict[tuple[int, int], list[Match]] = {}
+        # node -> keys of ``_table`` whose anchor or matched nodes include it (a superset:
+        # entries are only added, never removed while the node lives; frozensets so that
+        # ``copy`` can share them)
+        self._refs: dict[int, frozenset[tuple[int, int]]] = {}
         self._anchor_ops = [getattr(r, "anchor_ops", None) for r in self.rules]
         self._global = [bool(getattr(r, "disconnected", False) or getattr(r, "global_match", False))
                         for r in self.rules]
+        self._radii = [r.radius + 1 for r in self.rules]
+        self._op_rules: dict[str, list[tuple[int, int]]] = {}  # op -> [(rule id, radius + 1)], shared by copies
         self._sorted: list[Candidate] | None = None
+        for nid, node in graph.nodes.items():
+            for rid, _ in self._rules_for(node.op):
+                self._match_fast(rid, nid)
         for rid in range(len(self.rules)):
-            for nid in graph.nodes:
-                self._match(rid, nid)
+            if self._global[rid]:
+                for nid in graph.nodes:
+                    self._match(rid, nid)
         if cost_model is not None:
             self._const = graph.constant_nodes()
             self._costs = {nid: cost_model.node_cost(graph, n, nid in self._const) for nid, n in graph.nodes.items()}
@@ -161,8 +171,11 @@ class CandidateIndex:
         new.cost_model = self.cost_model
         new.last_change = self.last_change
         new._table = dict(self._table)
+        new._refs = dict(self._refs)
         new._anchor_ops = self._anchor_ops
         new._global = self._global
+        new._radii = self._radii
+        new._op_rules = self._op_rules
         new._sorted = self._sorted
         if self.cost_model is not None:
             new._const = set(self._const)
@@ -209,21 +222,43 @@ class CandidateIndex:
             cost = float(sum(costs.values()))
         return Preview(g, cost, change)
 
+    def _rules_for(self, op: str) -> list[tuple[int, int]]:
+        """``[(rule id, radius + 1)]`` of the local (non-global) rules that may anchor at an ``op`` node."""
+        hit = self._op_rules.get(op)
+        if hit is None:
+            hit = [(rid, self._radii[rid]) for rid, ops in enumerate(self._anchor_ops)
+                   if not self._global[rid] and (ops is None or op in ops)]
+            self._op_rules[op] = hit
+        return hit
+
     def _match(self, rid: int, nid: int) -> None:
         ops = self._anchor_ops[rid]
         if ops is not None and self.graph.nodes[nid].op not in ops:
             return
+        self._match_fast(rid, nid)
+
+    def _match_fast(self, rid: int, nid: int) -> None:
+        """Match rule ``rid`` at ``nid`` (anchor op already checked) and record non-empty results."""
         ms = self.rules[rid].match_at(self.graph, nid)
         if ms:
-            self._table[(rid, nid)] = list(ms)
+            key = (rid, nid)
+            self._table[key] = list(ms)
+            refs = self._refs
+            for n in {nid, *(n for m in ms for n in m.nodes)}:
+                ks = refs.get(n)
+                if ks is None:
+                    refs[n] = frozenset((key,))
+                elif key not in ks:
+                    refs[n] = ks | {key}
 
     def _update_candidates(self, before, added, changed, removed) -> None:
         g = self.graph
+        nodes, uses = g.nodes, g._uses
         seeds = set(added) | changed
         for n in changed | removed:
             seeds.update(s for s, _ in before[n].inputs)
-        seeds = {n for n in seeds if n in g.nodes}
-        radii = [r.radius + 1 for r in self.rules]
+        seeds = {n for n in seeds if n in nodes}
+        radii = self._radii
         depth = max(radii, default=0)
         dist = {n: 0 for n in seeds}
         frontier = deque(seeds)
@@ -232,32 +267,47 @@ class CandidateIndex:
             d = dist[n]
             if d >= depth:
                 continue
-            node = g.nodes[n]
-            for nb in [s for s, _ in node.inputs] + [c for c, _ in g._uses[n]]:
+            for nb, _ in nodes[n].inputs:
+                if nb not in dist:
+                    dist[nb] = d + 1
+                    frontier.append(nb)
+            for nb, _ in uses[n]:
                 if nb not in dist:
                     dist[nb] = d + 1
                     frontier.append(nb)
         dead = removed | changed
+        table, refs = self._table, self._refs
+
         def near(key):
             d = dist.get(key[1])
             return d is not None and d <= radii[key[0]]
 
-        for key in [k for k in self._table if near(k) or k[1] in removed
-                    or any(n in dead for m in self._table[k] for n in m.nodes)]:
-            del self._table[key]
-            if key[1] in g.nodes and not near(key):
-                self._match(*key)  # a match reached beyond the rule's radius: re-match it too
-        for rid, r in enumerate(radii):
-            if self._global[rid]:
-                for key in [k for k in self._table if k[0] == rid]:
-                    del self._table[key]
-                for n in g.nodes:
-                    self._match(rid, n)
+        # Only keys that reference a node near the change or a dead node can be affected.
+        keys: set[tuple[int, int]] = set()
+        for n in dist:
+            keys.update(refs.get(n, ()))
+        for n in dead:
+            keys.update(refs.get(n, ()))
+        for n in removed:
+            refs.pop(n, None)
+        for key in sorted(keys):
+            ms = table.get(key)
+            if ms is None:
                 continue
-            for n, d in dist.items():
-                if d <= r:
+            if near(key) or key[1] in removed or any(n in dead for m in ms for n in m.nodes):
+                del table[key]
+                if key[1] in nodes and not near(key):
+                    self._match(*key)  # a match reached beyond the rule's radius: re-match it too
+        for rid in range(len(self.rules)):
+            if self._global[rid]:
+                for key in [k for k in table if k[0] == rid]:
+                    del table[key]
+                for n in nodes:
                     self._match(rid, n)
-
+        for n, d in dist.items():
+            for rid, r in self._rules_for(nodes[n].op):
+                if d <= r:
+                    self._match_fast(rid, n)
 
 
 class Preview(NamedTuple):

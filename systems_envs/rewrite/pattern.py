@@ -279,10 +279,36 @@ def _pad_mode(node, x: Shape, w: Shape) -> set[int]:
     return modes
 
 
-def op_matches(graph: Graph, node, op: PatOp) -> bool:
-    """Does graph node ``node`` have the type and attributes of pattern op ``op``?"""
+# (node, signature id of the pattern op) -> op_matches result. Sound across graphs and
+# rewrites: nodes are immutable, and the shapes a node reads (its producers' output shapes)
+# never change for a given node object (ids are not reused and replace_uses keeps shapes).
+_OP_MATCH_CACHE: dict[tuple, bool] = {}
+_OP_MATCH_CACHE_MAX = 200_000
+_SIG_IDS: dict[tuple, int] = {}  # (type, params, arity) -> small int: what op_matches depends on
+
+
+def _sig_id(op: PatOp) -> int:
+    return _SIG_IDS.setdefault((op.type, op.params, len(op.inputs)), len(_SIG_IDS))
+
+
+def op_matches(graph: Graph, node, op: PatOp, sig: int | None = None) -> bool:
+    """Does graph node ``node`` have the type and attributes of pattern op ``op``? (memoized)
+
+    ``sig`` is ``_sig_id(op)`` if the caller has it precomputed.
+    """
+    key = (node, _sig_id(op) if sig is None else sig)
+    hit = _OP_MATCH_CACHE.get(key)
+    if hit is None:
+        if len(_OP_MATCH_CACHE) >= _OP_MATCH_CACHE_MAX:
+            _OP_MATCH_CACHE.clear()
+        hit = _OP_MATCH_CACHE[key] = _op_matches(graph, node, op)
+    return hit
+
+
+def _op_matches(graph: Graph, node, op: PatOp) -> bool:
     t = op.type
-    ins = [graph.shape(r) for r in node.inputs]
+    nodes = graph.nodes
+    ins = [nodes[s].shapes[i] for s, i in node.inputs]
     if t == CONV2D:
         return (node.op == "conv2d" and len(node.inputs) == 2 and tuple(node.attrs["dilations"]) == (1, 1)
                 and tuple(node.attrs["strides"]) == (op.p(STRIDE_H), op.p(STRIDE_W))
@@ -310,22 +336,27 @@ class _State:
     vars: dict[int, TensorRef]    # variable -> tensor
 
 
-def _match_up(graph: Graph, src: Sequence[PatOp], i: int, nid: int, st: _State) -> bool:
-    """Bind pattern op ``i`` to node ``nid`` and, recursively, everything above it. Mutates ``st``."""
+def _match_up(graph: Graph, src: Sequence[PatOp], i: int, nid: int, st: _State,
+              sigs: Sequence[int] | None = None) -> bool:
+    """Bind pattern op ``i`` to node ``nid`` and, recursively, everything above it. Mutates ``st``.
+
+    ``sigs``: ``_sig_id`` of every op of ``src`` (optional, for speed).
+    """
     if i in st.ops:
         return st.ops[i] == nid
     if nid in st.ops.values():
         return False  # src ops must be distinct nodes
     node = graph.nodes[nid]
     op = src[i]
-    if node.op != _IR_OP[op.type] or len(node.inputs) != len(op.inputs) or not op_matches(graph, node, op):
+    if (node.op != _IR_OP[op.type] or len(node.inputs) != len(op.inputs)
+            or not op_matches(graph, node, op, None if sigs is None else sigs[i])):
         return False
     st.ops[i] = nid
     for (o, t), ref in zip(op.inputs, node.inputs):
         if o < 0:
             if st.vars.setdefault(o, ref) != ref:
                 return False
-        elif ref[1] != t or not _match_up(graph, src, o, ref[0], st):
+        elif ref[1] != t or not _match_up(graph, src, o, ref[0], st, sigs):
             return False
     return True
 
@@ -345,6 +376,8 @@ class PatternRule(Rule):
         self.radius = max(len(spec.src), 2)
         # The src op of each mapped output (the roots); the first is the anchor.
         self._roots = [m[0] for m in spec.mapped]
+        self._sigs = tuple(_sig_id(op) for op in spec.src)
+        self._root_ir_op = _IR_OP.get(spec.src[self._roots[0]].type)
         self._topo_cache: tuple[list[int], dict[int, int]] | None = None
         # True if a later root's pattern shares no variable/op with the first root's: its
         # second root is searched over the whole graph, so re-matching only within
@@ -353,11 +386,14 @@ class PatternRule(Rule):
 
     # ------------------------------------------------------------------ matching
     def match_at(self, graph: Graph, nid: int) -> list[Match]:
-        if nid not in graph.nodes:
+        node = graph.nodes.get(nid)
+        if node is None or node.op != self._root_ir_op:
             return []
-        src = self.spec.src
+        src, sigs, root = self.spec.src, self._sigs, self._roots[0]
+        if not op_matches(graph, node, src[root], sigs[root]):
+            return []  # quick reject before any state is built
         st = _State({}, {})
-        if not _match_up(graph, src, self._roots[0], nid, st):
+        if not _match_up(graph, src, root, nid, st, sigs):
             return []
         states = [st]
         for root in self._roots[1:]:
@@ -368,7 +404,7 @@ class PatternRule(Rule):
                     continue
                 for cand in self._candidates(graph, s, src[root]):
                     s2 = _State(dict(s.ops), dict(s.vars))
-                    if _match_up(graph, src, root, cand, s2):
+                    if _match_up(graph, src, root, cand, s2, sigs):
                         nxt.append(s2)
             states = nxt
         out = []

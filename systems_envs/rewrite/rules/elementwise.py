@@ -21,6 +21,7 @@ class Assoc(BaseRule):
     def __init__(self, op: str):
         self.op = op
         self.name = f"{op}_assoc"
+        self.anchor_ops = frozenset({op})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         n = g.nodes[nid]
@@ -60,6 +61,7 @@ class FactorMulOverAdd(BaseRule):
 
     name = "factor_mul_over_add"
     family = "elementwise"
+    anchor_ops = frozenset({"add"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         n = g.nodes[nid]
@@ -95,6 +97,7 @@ class DistributeMulOverAdd(BaseRule):
 
     name = "distribute_mul_over_add"
     family = "elementwise"
+    anchor_ops = frozenset({"mul"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         n = g.nodes[nid]

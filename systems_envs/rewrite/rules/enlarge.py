@@ -28,6 +28,7 @@ def _grown_pads(g: Graph, c, s) -> tuple | None:
 class EnlargeConvKernel(BaseRule):
     name = "enlarge_conv_kernel"
     family = "enlarge"
+    anchor_ops = frozenset({"conv2d"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         c = g.nodes[nid]

@@ -27,6 +27,7 @@ class FuseActivation(BaseRule):
 
     def __init__(self, op: str, act: str):
         self.op, self.act = op, act
+        self.anchor_ops = frozenset({act})
         self.name = f"fuse_{_OP_NAMES[op]}_{act}"
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -56,6 +57,7 @@ def _conv_under(g: Graph, ref) -> object:
 class FoldConvScale(BaseRule):
     name = "fold_conv_scale"
     family = "fusion"
+    anchor_ops = frozenset({"mul"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -94,6 +96,7 @@ class FoldConvScale(BaseRule):
 class FuseConvBatchnorm(BaseRule):
     name = "fuse_conv_batchnorm"
     family = "fusion"
+    anchor_ops = frozenset({"batchnorm"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:

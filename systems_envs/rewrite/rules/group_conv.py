@@ -14,6 +14,7 @@ from systems_envs.rewrite.rules.helpers import BaseRule, conv_attrs, replace
 class MergeGroupConv(BaseRule):
     name = "merge_group_conv"
     family = "group_conv"
+    anchor_ops = frozenset({"conv2d"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:

@@ -14,6 +14,7 @@ class MatmulAssoc(BaseRule):
     """``(AB)C -> A(BC)`` (``left_to_right``) or ``A(BC) -> (AB)C``."""
 
     family = "matmul"
+    anchor_ops = frozenset({"matmul"})
 
     def __init__(self, left_to_right: bool):
         self.ltr = left_to_right
@@ -60,6 +61,7 @@ class MatmulFactor(BaseRule):
     """
 
     family = "matmul"
+    anchor_ops = frozenset({"add"})
 
     def __init__(self, shared_slot: int):
         self.shared = shared_slot

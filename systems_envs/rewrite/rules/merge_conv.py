@@ -17,6 +17,7 @@ from systems_envs.rewrite.rules.merge_matmul import _split_outputs
 class MergeConvShared(BaseRule):
     name = "merge_conv_shared_input"
     family = "merge_conv"
+    anchor_ops = frozenset({"conv2d"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         c1 = g.nodes[nid]
@@ -39,6 +40,7 @@ class MergeConvShared(BaseRule):
 class MergeConvSum(BaseRule):
     name = "merge_conv_sum"
     family = "merge_conv"
+    anchor_ops = frozenset({"add"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         n = g.nodes[nid]

@@ -29,6 +29,7 @@ class MergeMatmulShared(BaseRule):
     """Two matmuls reading the same tensor in the same slot (0: left, 1: right), same activation."""
 
     family = "merge_matmul"
+    anchor_ops = frozenset({"matmul"})
 
     def __init__(self, slot: int):
         self.slot = slot
@@ -77,6 +78,7 @@ class MergeLinearShared(BaseRule):
 
     name = "merge_linear_shared_input"
     family = "merge_matmul"
+    anchor_ops = frozenset({"linear"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         l1 = g.nodes[nid]
@@ -106,6 +108,7 @@ class MergeMatmulSum(BaseRule):
 
     name = "merge_matmul_sum"
     family = "merge_matmul"
+    anchor_ops = frozenset({"add"})
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         n = g.nodes[nid]

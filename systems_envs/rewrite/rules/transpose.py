@@ -21,6 +21,7 @@ def _swap_last2(rank: int) -> tuple[int, ...]:
 class TransposeCompose(BaseRule):
     name = "transpose_compose"
     family = "transpose"
+    anchor_ops = frozenset({"transpose"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -42,6 +43,7 @@ class TransposeCompose(BaseRule):
 class MatmulTranspose(BaseRule):
     name = "matmul_transpose"
     family = "transpose"
+    anchor_ops = frozenset({"transpose"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -63,6 +65,7 @@ class MatmulTranspose(BaseRule):
 class TransposeOutOfBinary(BaseRule):
     name = "transpose_out_of_binary"
     family = "transpose"
+    anchor_ops = frozenset(BINARY)
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
@@ -96,6 +99,7 @@ class MoveTransposeUnary(BaseRule):
         self.after = after
         self.name = "move_transpose_after_unary" if after else "move_transpose_before_unary"
         self.outer, self.inner = ((UNARY, ("transpose",)) if after else (("transpose",), UNARY))
+        self.anchor_ops = frozenset(self.outer)
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:
         n = g.nodes[nid]
@@ -114,6 +118,7 @@ class MoveTransposeUnary(BaseRule):
 class TransposeOutOfConcat(BaseRule):
     name = "transpose_out_of_concat"
     family = "transpose"
+    anchor_ops = frozenset({"concat"})
     radius = 1
 
     def match_at(self, g: Graph, nid: int) -> list[Match]:

@@ -1,0 +1,299 @@
+"""The world model: encoder (V) + latent dynamics with heads (M), trained end to end.
+
+    wm = WorldModel.create(cfg, kind, num_slots=A, num_rules=R)
+    params = wm.init(key, replay)                       # also fits the reward normaliser
+    trainer = Trainer(wm, cfg)                          # optax adam + global-norm clipping
+    state = trainer.init(params)
+    batch = make_train_batch(replay, starts, cfg.seq_len, buckets)
+    state, metrics = trainer.step(state, batch, key)    # jitted; compiles once per bucket
+
+Params: ``{"encoder", "dynamics", "norm": {"reward_mean", "reward_std"}}``. Reward targets
+are normalised ``(r - mean) / std`` with the training data's statistics (rewrite rewards are
+relative cost decreases of ~1e-3..1e-1); `denorm_reward` maps predictions back. The norm
+leaves are used under ``stop_gradient`` so the optimizer never moves them.
+
+Loss (one training example = a window of T = ``seq_len`` real steps starting at s_0): all
+T+1 states are encoded with the shared encoder; the dynamics model starts from the latent of
+s_0 and the slots of s_0 (`dynamics.heads` slot design) and is unrolled over the T real
+actions (``unroll`` teacher / open), with targets: the encoder latents of s_1..s_T (stop
+gradient, so the latent loss cannot collapse the encoder), normalised rewards, terminated
+flags and the carried-slot legality ``next_mask`` (see `worldmodels.replay`). Gradients
+reach the encoder through s_0's latent and slot embeddings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dynamics import SlotDescription, feature_slots, make_dynamics, rewrite_slots
+from dynamics.base import DynamicsModel
+from encoders import make_encoder
+from encoders.graphs import Buckets, batch_observations
+from worldmodels.replay import REWRITE, Replay
+
+sg = jax.lax.stop_gradient
+
+#: counts traces of the jitted train step (tests check "no retracing within a bucket")
+TRACE_COUNT = {"train_step": 0}
+
+#: node / edge capacity buckets for training batches (few buckets = few compiles)
+TRAIN_BUCKETS = Buckets(nodes=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+                        edges=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536))
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    """World-model architecture and optimisation (every field a ``--model.FIELD`` flag)."""
+
+    encoder: str = "gn"        # gn | gat | gcn
+    dynamics: str = "mdnrnn"   # mdnrnn | ensemble | rssm
+    width: int = 32            # encoder node-embedding width
+    depth: int = 2             # encoder message-passing blocks
+    latent_dim: int = 32       # encoder latent Z
+    hidden: int = 64           # dynamics hidden size (LSTM / GRU deter / member MLP)
+    slot_width: int = 32       # action-slot embedding width
+    mixtures: int = 3          # mdnrnn mixture components
+    members: int = 3           # ensemble members
+    stoch: int = 16            # rssm stochastic size
+    unroll: str = "teacher"    # teacher | open (multi-step open loop)
+    seq_len: int = 4           # T: steps per training window
+    batch_size: int = 8        # windows per training step
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    latent_coef: float = 1.0
+    reward_coef: float = 1.0
+    terminated_coef: float = 1.0
+    mask_coef: float = 1.0
+    kl_coef: float = 0.1
+
+
+class TrainBatch(NamedTuple):
+    """One training batch (NumPy). graphs: padded GraphsTuple of the B*(T+1) states (state
+    b*(T+1)+t = s_t of window b) with n_graph = B*(T+1)+1; cand_rule [B, A] / cand_nodes
+    [B, A, K] of each s_0 (positions into graphs.nodes; zero-size for placement); action
+    int32 [B, T]; reward / terminated / valid float32 [B, T]; next_mask float32 [B, T, A+1]."""
+
+    graphs: Any
+    cand_rule: np.ndarray
+    cand_nodes: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    valid: np.ndarray
+    next_mask: np.ndarray
+
+
+def make_train_batch(replay: Replay, starts: np.ndarray, seq_len: int, buckets: Buckets = TRAIN_BUCKETS) -> TrainBatch:
+    """Windows of ``seq_len`` steps starting at transitions ``starts`` [B] -> `TrainBatch`."""
+    w = replay.windows(starts, seq_len)
+    states = w["state"].reshape(-1)
+    b = len(starts)
+    obs = [replay.state_obs(int(i)) for i in states]
+    batch = batch_observations(obs, buckets, n_graph=len(obs) + 1)
+    if replay.kind == REWRITE:
+        rule, nodes = batch.candidate_rule[:: seq_len + 1], batch.candidate_nodes[:: seq_len + 1]
+    else:
+        rule, nodes = np.zeros((b, 0), np.int32), np.zeros((b, 0, 0), np.int32)
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    return TrainBatch(batch.graphs, rule, nodes, w["action"].astype(np.int32), f32(w["reward"]),
+                      f32(w["terminated"]), f32(w["valid"]), f32(w["next_mask"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModel:
+    """Encoder + dynamics for one environment kind (``rewrite`` / ``placement``) with A slots."""
+
+    cfg: WorldModelConfig
+    kind: str
+    num_slots: int
+    num_rules: int
+    encoder: Any
+    dyn: DynamicsModel
+
+    @classmethod
+    def create(cls, cfg: WorldModelConfig, kind: str, num_slots: int, num_rules: int = 0) -> "WorldModel":
+        enc = make_encoder(cfg.encoder, width=cfg.width, depth=cfg.depth, latent_dim=cfg.latent_dim)
+        common = dict(latent_dim=cfg.latent_dim, slot_width=cfg.slot_width, num_rules=num_rules)
+        if cfg.dynamics == "mdnrnn":
+            extra = dict(hidden=cfg.hidden, n_mixtures=cfg.mixtures)
+        elif cfg.dynamics == "ensemble":
+            extra = dict(hidden=cfg.hidden, n_members=cfg.members)
+        elif cfg.dynamics == "rssm":
+            extra = dict(deter=cfg.hidden, hidden=cfg.hidden, stoch=cfg.stoch)
+        else:
+            extra = {}
+        coefs = {"latent": cfg.latent_coef, "reward": cfg.reward_coef, "terminated": cfg.terminated_coef,
+                 "mask": cfg.mask_coef, "kl": cfg.kl_coef}
+        dyn = make_dynamics(cfg.dynamics, unroll=cfg.unroll, coefs=coefs, **common, **extra)
+        if kind not in (REWRITE, "placement"):
+            raise ValueError(f"world model kind must be 'rewrite' or 'placement', got {kind!r}")
+        return cls(cfg, kind, int(num_slots), int(num_rules), enc, dyn)
+
+    @classmethod
+    def for_replay(cls, cfg: WorldModelConfig, replay: Replay) -> "WorldModel":
+        return cls.create(cfg, replay.kind, replay.num_slots, replay.meta.get("num_rules", 0))
+
+    # ------------------------------------------------------------------ pieces
+    def slots(self, node_emb: jnp.ndarray, cand_rule: jnp.ndarray, cand_nodes: jnp.ndarray) -> SlotDescription:
+        """Slot descriptions [B, A] from node embeddings [N, D] and s_0 candidate arrays."""
+        b = cand_rule.shape[0]
+        if self.kind == REWRITE:
+            return jax.vmap(rewrite_slots, (None, 0, 0))(node_emb, cand_rule, cand_nodes)
+        eye = jnp.eye(self.num_slots, dtype=jnp.float32)
+        one = feature_slots(eye)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), one)
+
+    def encode(self, params, graphs, cand_rule, cand_nodes, num: int):
+        """(latents [num, Z], slots [num, A]) of the first ``num`` graphs of a padded batch
+        whose candidate arrays (already offset) are ``cand_rule`` [num, A], ``cand_nodes``."""
+        node_emb, lat = self.encoder.apply(params["encoder"], graphs)
+        return lat[:num], self.slots(node_emb, cand_rule, cand_nodes)
+
+    def normalise_reward(self, params, r):
+        n = sg(params["norm"])
+        return (r - n["reward_mean"]) / n["reward_std"]
+
+    def denorm_reward(self, params, r):
+        n = sg(params["norm"])
+        return r * n["reward_std"] + n["reward_mean"]
+
+    # ------------------------------------------------------------------ init / loss
+    def init(self, key: jax.Array, replay: Replay) -> dict:
+        """Parameters, built on one example window of ``replay``; reward statistics from it."""
+        if replay.num_transitions == 0:
+            raise ValueError("world model init: the replay store has no transitions")
+        if replay.num_slots != self.num_slots:
+            raise ValueError(f"world model has {self.num_slots} slots but the replay store has {replay.num_slots}")
+        batch = make_train_batch(replay, np.zeros(1, np.int64), 1)
+        ke, kd = jax.random.split(key)
+        enc_params = self.encoder.init(ke, batch.graphs)
+        node_emb, lat = self.encoder.apply(enc_params, batch.graphs)
+        slots = self.slots(node_emb, jnp.asarray(batch.cand_rule), jnp.asarray(batch.cand_nodes))
+        dyn_params = self.dyn.init(kd, lat[0], jax.tree.map(lambda x: x[0], slots))
+        r = replay.reward.astype(np.float64)
+        norm = {"reward_mean": jnp.float32(r.mean()), "reward_std": jnp.float32(max(r.std(), 1e-6))}
+        return {"encoder": enc_params, "dynamics": dyn_params, "norm": norm}
+
+    def loss(self, params, batch: TrainBatch, key: jax.Array):
+        """(total loss, metrics) of one `TrainBatch` (see the module docstring)."""
+        from dynamics import SequenceBatch
+
+        b, t = batch.action.shape
+        node_emb, lat = self.encoder.apply(params["encoder"], batch.graphs)
+        lat = lat[: b * (t + 1)].reshape(b, t + 1, -1)
+        lat = jnp.concatenate([lat[:, :1], sg(lat[:, 1:])], axis=1)
+        slots = self.slots(node_emb, batch.cand_rule, batch.cand_nodes)
+        seq = SequenceBatch(lat, slots, batch.action, self.normalise_reward(params, batch.reward),
+                            batch.terminated, batch.next_mask, batch.valid)
+        return self.dyn.loss(params["dynamics"], seq, key)
+
+    # ------------------------------------------------------------------ imagination helpers
+    def initial_carry(self, params, latent, slots: SlotDescription):
+        return self.dyn.initial_carry(params["dynamics"], latent, slots)
+
+    def imagine(self, params, latent, slots: SlotDescription, actions, key):
+        """Open-loop rollout of ONE start (latent [Z], slots [A]) under actions int32 [k].
+        Returns reward [k] (env units), terminated probability [k], mask probability [k, A+1]."""
+        carry = self.initial_carry(params, latent, slots)
+
+        def body(carry, xs):
+            a, k = xs
+            carry, pred = self.dyn.step(params["dynamics"], carry, a, k)
+            return carry, (self.denorm_reward(params, pred.reward), jax.nn.sigmoid(pred.terminated),
+                           jax.nn.sigmoid(pred.mask_logits))
+
+        _, out = jax.lax.scan(body, carry, (actions, jax.random.split(key, actions.shape[0])))
+        return out
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jnp.ndarray
+
+
+class Trainer:
+    """optax Adam with global-norm clipping; `step` is jitted (one compile per bucket)."""
+
+    def __init__(self, wm: WorldModel):
+        self.wm = wm
+        self.opt = optax.chain(optax.clip_by_global_norm(wm.cfg.grad_clip), optax.adam(wm.cfg.lr))
+        self._step = jax.jit(self._step_impl)
+
+    def init(self, params) -> TrainState:
+        return TrainState(params, self.opt.init(params), jnp.zeros((), jnp.int32))
+
+    def _step_impl(self, state: TrainState, batch: TrainBatch, key):
+        TRACE_COUNT["train_step"] += 1
+        (loss, metrics), grads = jax.value_and_grad(self.wm.loss, has_aux=True)(state.params, batch, key)
+        updates, opt_state = self.opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        return TrainState(params, opt_state, state.step + 1), metrics
+
+    def step(self, state: TrainState, batch: TrainBatch, key) -> tuple[TrainState, dict]:
+        return self._step(state, batch, key)
+
+
+def sample_starts(replay: Replay, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform random transition indices (window starts)."""
+    return rng.integers(0, replay.num_transitions, size=batch_size)
+
+
+def train(wm: WorldModel, params, replay: Replay, steps: int, seed: int = 0, callback=None,
+          buckets: Buckets = TRAIN_BUCKETS, progress: bool = False) -> tuple[TrainState, list[dict]]:
+    """``steps`` optimisation steps on random windows of ``replay``; ``callback(i, metrics)``
+    after each. Returns the final state and the per-step metrics (floats)."""
+    from worldmodels.logging import progress as bar
+
+    trainer = Trainer(wm)
+    state = trainer.init(params)
+    rng = np.random.default_rng(seed)
+    key = jax.random.key(seed)
+    history = []
+    with bar(total=steps, desc="train", enabled=progress) as pbar:
+        for i in range(steps):
+            batch = make_train_batch(replay, sample_starts(replay, wm.cfg.batch_size, rng), wm.cfg.seq_len, buckets)
+            key, k = jax.random.split(key)
+            state, m = trainer.step(state, batch, k)
+            m = {k_: float(v) for k_, v in m.items()}
+            history.append(m)
+            if callback is not None:
+                callback(i, m)
+            pbar.update(1)
+    return state, history
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_world_model(directory: str | os.PathLike, state: TrainState, config: Any, step: int | None = None) -> int:
+    """Write ``state`` (params, optimizer state, step) with orbax; returns the step saved."""
+    from worldmodels.checkpoint import Checkpointer
+
+    ck = Checkpointer(directory, config=config, keep=2)
+    step = int(state.step) if step is None else int(step)
+    ck.save(step, {"params": state.params, "opt_state": state.opt_state, "step": state.step})
+    ck.close()
+    return step
+
+
+def restore_world_model(directory: str | os.PathLike, like: TrainState, config: Any, step: int | None = None) -> TrainState:
+    """Restore a state saved by `save_world_model` into the structure of ``like``."""
+    from worldmodels.checkpoint import Checkpointer
+
+    ck = Checkpointer(directory, config=config, keep=2)
+    try:
+        tree, _ = ck.restore({"params": like.params, "opt_state": like.opt_state, "step": like.step}, step)
+    finally:
+        ck.close()
+    return TrainState(tree["params"], tree["opt_state"], tree["step"])
