@@ -1,8 +1,8 @@
 """The world model: encoder (V) + latent dynamics with heads (M), trained end to end.
 
-    wm = WorldModel.create(cfg, kind, num_slots=A, num_rules=R)
+    wm = WorldModel.create(cfg, kind, num_slots=A, num_rules=R, encoder="gn", dynamics="mdnrnn")
     params = wm.init(key, replay)                       # also fits the reward normaliser
-    trainer = Trainer(wm, cfg)                          # optax adam + global-norm clipping
+    trainer = Trainer(wm)                               # optax adam + global-norm clipping
     state = trainer.init(params)
     batch = make_train_batch(replay, starts, cfg.seq_len, buckets)
     state, metrics = trainer.step(state, batch, key)    # jitted; compiles once per bucket
@@ -49,10 +49,9 @@ TRAIN_BUCKETS = Buckets(nodes=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 @dataclasses.dataclass(frozen=True)
 class WorldModelConfig:
-    """World-model architecture and optimisation (every field a ``--model.FIELD`` flag)."""
+    """World-model sizes and optimisation (every field a ``--model.FIELD`` flag); the encoder
+    and dynamics *names* are given separately to `WorldModel.create`."""
 
-    encoder: str = "gn"        # gn | gat | gcn
-    dynamics: str = "mdnrnn"   # mdnrnn | ensemble | rssm
     width: int = 32            # encoder node-embedding width
     depth: int = 2             # encoder message-passing blocks
     latent_dim: int = 32       # encoder latent Z
@@ -110,6 +109,8 @@ class WorldModel:
     """Encoder + dynamics for one environment kind (``rewrite`` / ``placement``) with A slots."""
 
     cfg: WorldModelConfig
+    encoder_name: str
+    dynamics_name: str
     kind: str
     num_slots: int
     num_rules: int
@@ -117,27 +118,28 @@ class WorldModel:
     dyn: DynamicsModel
 
     @classmethod
-    def create(cls, cfg: WorldModelConfig, kind: str, num_slots: int, num_rules: int = 0) -> "WorldModel":
-        enc = make_encoder(cfg.encoder, width=cfg.width, depth=cfg.depth, latent_dim=cfg.latent_dim)
+    def create(cls, cfg: WorldModelConfig, kind: str, num_slots: int, num_rules: int = 0, encoder: str = "gn",
+               dynamics: str = "mdnrnn") -> "WorldModel":
+        enc = make_encoder(encoder, width=cfg.width, depth=cfg.depth, latent_dim=cfg.latent_dim)
         common = dict(latent_dim=cfg.latent_dim, slot_width=cfg.slot_width, num_rules=num_rules)
-        if cfg.dynamics == "mdnrnn":
+        if dynamics == "mdnrnn":
             extra = dict(hidden=cfg.hidden, n_mixtures=cfg.mixtures)
-        elif cfg.dynamics == "ensemble":
+        elif dynamics == "ensemble":
             extra = dict(hidden=cfg.hidden, n_members=cfg.members)
-        elif cfg.dynamics == "rssm":
+        elif dynamics == "rssm":
             extra = dict(deter=cfg.hidden, hidden=cfg.hidden, stoch=cfg.stoch)
         else:
             extra = {}
         coefs = {"latent": cfg.latent_coef, "reward": cfg.reward_coef, "terminated": cfg.terminated_coef,
                  "mask": cfg.mask_coef, "kl": cfg.kl_coef}
-        dyn = make_dynamics(cfg.dynamics, unroll=cfg.unroll, coefs=coefs, **common, **extra)
+        dyn = make_dynamics(dynamics, unroll=cfg.unroll, coefs=coefs, **common, **extra)
         if kind not in (REWRITE, "placement"):
             raise ValueError(f"world model kind must be 'rewrite' or 'placement', got {kind!r}")
-        return cls(cfg, kind, int(num_slots), int(num_rules), enc, dyn)
+        return cls(cfg, encoder, dynamics, kind, int(num_slots), int(num_rules), enc, dyn)
 
     @classmethod
-    def for_replay(cls, cfg: WorldModelConfig, replay: Replay) -> "WorldModel":
-        return cls.create(cfg, replay.kind, replay.num_slots, replay.meta.get("num_rules", 0))
+    def for_replay(cls, cfg: WorldModelConfig, replay: Replay, encoder: str = "gn", dynamics: str = "mdnrnn") -> "WorldModel":
+        return cls.create(cfg, replay.kind, replay.num_slots, replay.meta.get("num_rules", 0), encoder, dynamics)
 
     # ------------------------------------------------------------------ pieces
     def slots(self, node_emb: jnp.ndarray, cand_rule: jnp.ndarray, cand_nodes: jnp.ndarray) -> SlotDescription:
@@ -244,19 +246,29 @@ class Trainer:
         return self._step(state, batch, key)
 
 
+def train_buckets(replay: Replay, cfg: WorldModelConfig) -> Buckets:
+    """ONE (node, edge) capacity that holds any training batch of ``replay`` (the largest
+    state times B*(T+1), rounded up to a power of two): a single compile of the train step."""
+    g = cfg.batch_size * (cfg.seq_len + 1)
+    n = int(np.diff(replay.node_offset).max()) * g + 1
+    e = max(int(np.diff(replay.edge_offset).max()) * g, 1)
+    return Buckets(nodes=(int(2 ** np.ceil(np.log2(n))),), edges=(int(2 ** np.ceil(np.log2(e))),))
+
+
 def sample_starts(replay: Replay, batch_size: int, rng: np.random.Generator) -> np.ndarray:
     """Uniform random transition indices (window starts)."""
     return rng.integers(0, replay.num_transitions, size=batch_size)
 
 
 def train(wm: WorldModel, params, replay: Replay, steps: int, seed: int = 0, callback=None,
-          buckets: Buckets = TRAIN_BUCKETS, progress: bool = False) -> tuple[TrainState, list[dict]]:
+          buckets: Buckets | None = None, progress: bool = False, state: TrainState | None = None) -> tuple[TrainState, list[dict]]:
     """``steps`` optimisation steps on random windows of ``replay``; ``callback(i, metrics)``
     after each. Returns the final state and the per-step metrics (floats)."""
     from worldmodels.logging import progress as bar
 
     trainer = Trainer(wm)
-    state = trainer.init(params)
+    state = trainer.init(params) if state is None else state
+    buckets = train_buckets(replay, wm.cfg) if buckets is None else buckets
     rng = np.random.default_rng(seed)
     key = jax.random.key(seed)
     history = []

@@ -230,11 +230,33 @@ class Graph:
     def topo_order(self) -> list[int]:
         """Node ids in a deterministic topological order (cached until a mutation)."""
         if self._topo is None:
-            self._topo = topological_sort(
-                {nid: [s for s, _ in n.inputs] for nid, n in self.nodes.items()},
-                label=lambda nid: self.nodes[nid].name,
-            )
+            self._topo = self._fast_topo()
+            if self._topo is None:  # dangling input or cycle: the reference sort names the node
+                self._topo = topological_sort(
+                    {nid: [s for s, _ in n.inputs] for nid, n in self.nodes.items()},
+                    label=lambda nid: self.nodes[nid].name,
+                )
         return self._topo
+
+    def _fast_topo(self) -> list[int] | None:
+        """The order of :func:`topological_sort` (Kahn, ties by ascending id) computed from the
+        consumer index; None if the graph has a dangling input or a cycle."""
+        import heapq
+
+        nodes, uses = self.nodes, self._uses
+        indeg = {nid: len(n.inputs) for nid, n in nodes.items()}
+        heap = sorted(nid for nid, d in indeg.items() if d == 0)
+        order = []
+        push, pop = heapq.heappush, heapq.heappop
+        while heap:
+            k = pop(heap)
+            order.append(k)
+            for u, _ in uses[k]:
+                d = indeg[u] - 1
+                indeg[u] = d
+                if d == 0:
+                    push(heap, u)
+        return order if len(order) == len(nodes) else None
 
     def node_hashes(self) -> dict[int, bytes]:
         """Structural hash of every node: op, attributes, shapes and its inputs' hashes."""

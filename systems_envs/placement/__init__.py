@@ -5,12 +5,13 @@ Importing this package registers ``DevicePlacement-v0`` and ``MemoryPlacement-v0
 import gymnasium
 
 from systems_envs.placement.devices import PRESETS, DeviceSet, get_device_set
-from systems_envs.placement.simulator import CompiledGraph, SimResult, compile_graph, simulate, step_time
+from systems_envs.placement.simulator import (BatchResult, CompiledGraph, SimResult, compile_graph, evaluate_many,
+                                              simulate, step_time)
 
 for _id, _entry in (("DevicePlacement-v0", "systems_envs.placement.env:DevicePlacementEnv"),
                     ("MemoryPlacement-v0", "systems_envs.placement.memory_env:MemoryPlacementEnv")):
     if _id not in gymnasium.registry:
         gymnasium.register(id=_id, entry_point=_entry)
 
-__all__ = ["PRESETS", "DeviceSet", "get_device_set", "CompiledGraph", "SimResult", "compile_graph",
-           "simulate", "step_time"]
+__all__ = ["PRESETS", "DeviceSet", "get_device_set", "BatchResult", "CompiledGraph", "SimResult", "compile_graph",
+           "evaluate_many", "simulate", "step_time"]

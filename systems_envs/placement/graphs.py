@@ -5,6 +5,9 @@
 built with the IR API. It does not fit one 16 GiB V100 of the ``gpu*`` presets, so a
 placement must split it across devices.
 
+``transformer_l17_d256``: a small 17-layer encoder (width 256, batch 1 x sequence 64)
+with 374 placed operators, used to measure simulator throughput on a ~400-op graph.
+
 :func:`load_placement_graph` resolves these names first, then anything
 :func:`systems_envs.graph.load.load_graph` accepts (built-in names, ``.model``, ``.onnx``).
 """
@@ -45,6 +48,8 @@ def transformer(layers: int, width: int, heads: int, batch: int, seq: int, name:
 
 PLACEMENT_GRAPHS = {
     "transformer_l32_d4096": lambda: transformer(32, 4096, 32, 8, 512, "transformer_l32_d4096"),
+    # 374 placed ops: the ~400-op graph of the simulator throughput benchmark
+    "transformer_l17_d256": lambda: transformer(17, 256, 4, 1, 64, "transformer_l17_d256"),
 }
 
 

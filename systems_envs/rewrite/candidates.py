@@ -323,15 +323,17 @@ def rewrite(graph: Graph, rule: Rule, match: Match) -> tuple[dict, Change]:
     before = dict(graph.nodes)
     touched = set(rule.apply(graph, match))
     nodes = graph.nodes
-    touched.update(n for n, node in nodes.items() if before.get(n) is not node)
+    # dict item views diff in C: (id, node) pairs that are new or whose node object changed
+    touched.update(n for n, _ in nodes.items() - before.items())
     seeds = touched | set(match.nodes)
     for n in list(seeds):
         if n in before:
             seeds.update(s for s, _ in before[n].inputs)
     prune_dead(graph, [n for n in seeds if n in nodes])
-    added = frozenset(n for n in nodes if n not in before)
-    removed = frozenset(n for n in before if n not in nodes)
-    changed = frozenset(n for n, node in nodes.items() if n in before and before[n] is not node)
+    fresh = [n for n, _ in nodes.items() - before.items()]
+    added = frozenset(n for n in fresh if n not in before)
+    changed = frozenset(n for n in fresh if n in before)
+    removed = frozenset(before.keys() - nodes.keys())
     return before, Change(added, changed, removed)
 
 

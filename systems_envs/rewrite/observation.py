@@ -107,7 +107,9 @@ class ObservationBuilder:
         n = len(order)
         nodes = g.nodes
         rows = [self._node(index, nodes[nid]) for nid in order]
-        pos = {nid: p for p, nid in enumerate(order)}
+        # node id -> position, -1 if clipped; the extra last entry maps id -1 (padding) to -1
+        pos = np.full(g._next_id + 1, -1, np.int64)
+        pos[np.asarray(order, np.int64)] = np.arange(n)
 
         nf = np.zeros((N, NODE_FEATURES), np.float32)
         if n:
@@ -125,7 +127,7 @@ class ObservationBuilder:
             src_ids = np.concatenate([r[1] for r in rows])
             dst = np.repeat(np.arange(n, dtype=np.int32), counts)
             feats = np.concatenate([r[2] for r in rows])
-            lookup = np.fromiter((pos.get(int(s), -1) for s in src_ids), np.int64, len(src_ids))
+            lookup = pos[src_ids]
             keep = lookup >= 0
             if not keep.all():
                 clipped = True
@@ -142,11 +144,10 @@ class ObservationBuilder:
         mask[C] = 1
         crule = np.full(C, -1, np.int32)
         cnodes = np.full((C, MATCH_NODES), -1, np.int32)
-        for j in range(nc):
-            rid, match = cands[j]
-            crule[j] = rid
-            for k, nid in enumerate(match.nodes[:MATCH_NODES]):
-                cnodes[j, k] = pos.get(nid, -1)
+        if nc:
+            pad = (-1,) * MATCH_NODES
+            crule[:nc] = [c[0] for c in cands[:nc]]
+            cnodes[:nc] = pos[np.array([(c[1].nodes + pad)[:MATCH_NODES] for c in cands[:nc]], np.int64)]
         glob = np.array([index.cost / initial_cost if initial_cost > 0 else 1.0,
                          step / max_steps, nc / C], np.float32)
         obs = {

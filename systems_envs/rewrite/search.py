@@ -162,7 +162,7 @@ def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = N
 
 
 def backtracking(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
-                 alpha: float = 1.05, budget: int = 100, max_ops_factor: float = 1.5,
+                 alpha: float = 1.05, budget: int = 1000, max_ops_factor: float = 2.0,
                  time_limit: float | None = None,
                  progress: Callable[[str], None] | None = None) -> SearchResult:
     """TASO's cost-based backtracking search (see the module docstring)."""
@@ -174,42 +174,50 @@ def backtracking(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | No
     root = _start(graph, rules, cost_model)
     max_ops = int(max_ops_factor * root.graph.num_ops())
     hasher = StructuralHasher()
-    h0, s0 = hasher.full(root.graph)
-    seen = {hasher.graph_key(root.graph, h0, s0)}
     cost0 = root.cost
-    # expanded states: index, node hashes, hash sum, rewrites from the input
-    states: list[tuple[CandidateIndex, dict, int, list]] = []
+    # expanded states: index, node hashes, hash sum, rewrites from the input, and the
+    # (cost delta, op-count delta) of each of its candidates keyed by id(match)
+    states: list[tuple[CandidateIndex, dict, int, list, dict]] = []
+    seen: set = set()
     best = (cost0, root.graph, [])
-    queue: list[tuple[float, int, int, int]] = [(cost0, 0, -1, -1)]  # (cost, seq, parent, candidate)
+    queue: list[tuple[float, int, int, int]] = [(cost0, 0, -1, -1)]  # (estimated cost, seq, parent, candidate)
     seq = 1
     expanded = 0
     while queue and expanded < budget:
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break
-        cost, _, parent, k = heapq.heappop(queue)
+        _, _, parent, k = heapq.heappop(queue)
         if parent < 0:
-            idx, h, s, path = root, h0, s0, []
+            idx, path, deltas = root, [], {}
+            h, s = hasher.full(root.graph)
         else:
-            pidx, ph, ps, ppath = states[parent]
+            pidx, ph, ps, ppath, deltas = states[parent]
             idx = pidx.apply(k, copy=True)
             h, s = hasher.update(idx.graph, ph, ps, idx.last_change)
             path = ppath + [pidx.describe(k)]
-        states.append((idx, h, s, path))
+        key = hasher.graph_key(idx.graph, h, s)
+        if key in seen:
+            continue  # reached before along another order of the same rewrites
+        seen.add(key)
+        cost, n_ops = idx.cost, idx.graph.num_ops()
+        if cost < best[0]:
+            best = (cost, idx.graph, path)
+        mine: dict[int, tuple[float, int]] = {}
+        states.append((idx, h, s, path, mine))
         me = len(states) - 1
         expanded += 1
-        for i in range(len(idx)):
-            pv = idx.preview(i)
-            if not pv.cost < alpha * best[0] or pv.graph.num_ops() > max_ops:
-                continue
-            ch, cs = hasher.update(pv.graph, h, s, pv.change)
-            key = hasher.graph_key(pv.graph, ch, cs)
-            if key in seen:
-                continue
-            seen.add(key)
-            if pv.cost < best[0]:
-                best = (pv.cost, pv.graph, path + [idx.describe(i)])
-            heapq.heappush(queue, (pv.cost, seq, me, i))
-            seq += 1
+        for i, (_, match) in enumerate(idx.candidates):
+            d = deltas.get(id(match))
+            if d is None:  # re-matched near the last change: evaluate exactly
+                pv = idx.preview(i)
+                d = (pv.cost - cost, pv.graph.num_ops() - n_ops)
+                if pv.cost < best[0] and pv.graph.num_ops() <= max_ops:
+                    best = (pv.cost, pv.graph, path + [idx.describe(i)])
+            mine[id(match)] = d
+            est = cost + d[0]
+            if est < alpha * best[0] and n_ops + d[1] <= max_ops:
+                heapq.heappush(queue, (est, seq, me, i))
+                seq += 1
         if progress:
             progress(f"backtrack {expanded}/{budget}: queue {len(queue)}, best {best[0]:.4f} ms")
     return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, expanded)

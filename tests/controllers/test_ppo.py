@@ -86,7 +86,7 @@ def test_ppo_learns_masked_bandit_imagined():
     key = jax.random.PRNGKey(0)
     state = STATE
     carry = reset_imagined(ENV.reset, None, starts, key, num_envs)
-    for i in range(15):
+    for i in range(10):
         key, k = jax.random.split(key)
         state, carry, metrics, batch = iteration(state, carry, k)
         assert np.all(np.asarray(batch.obs["action_mask"])[np.arange(T)[:, None], np.arange(num_envs)[None], np.asarray(batch.action)] == 1)

@@ -112,8 +112,13 @@ def test_rewrite_slots_pool_candidate_nodes():
     np.testing.assert_allclose(d.features[2], 0.0)
     assert d.valid.tolist() == [True, True, False]
     dyn = make_dynamics("rssm", latent_dim=Z, num_rules=4, deter=8, stoch=2, hidden=8, slot_width=8)
-    params = dyn.init(jax.random.PRNGKey(0), jnp.zeros(Z), d)
-    _, pred = dyn.step(params, dyn.initial_carry(params, jnp.zeros(Z), d), jnp.int32(0), jax.random.PRNGKey(1))
+
+    @jax.jit
+    def run(d):
+        params = dyn.init(jax.random.PRNGKey(0), jnp.zeros(Z), d)
+        return dyn.step(params, dyn.initial_carry(params, jnp.zeros(Z), d), jnp.int32(0), jax.random.PRNGKey(1))
+
+    _, pred = run(d)
     assert pred.mask_logits.shape == (4,) and float(pred.mask_logits[2]) == NEG_LOGIT
 
 
@@ -126,7 +131,7 @@ def test_bad_config_and_batch_errors():
         make_dynamics("rssm", latent_dim=Z, unroll="closed")
     dyn = build("mdnrnn")
     batch = synthetic()
-    desc, z0 = first(batch)
-    params = dyn.init(jax.random.PRNGKey(0), z0, desc)
-    with pytest.raises(ValueError, match="next_mask"):
-        dyn.loss(params, batch._replace(next_mask=batch.next_mask[..., :2]), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="next_mask"):   # checked before params are touched
+        dyn.loss(None, batch._replace(next_mask=batch.next_mask[..., :2]), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="latent must be"):
+        dyn.init(jax.random.PRNGKey(0), batch.latent[0], first(batch)[0])

@@ -1,4 +1,6 @@
 """Dynamics models learn: loss decreases on a synthetic latent system; ensemble disagreement."""
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -6,33 +8,40 @@ import pytest
 from dynamics import make_dynamics
 from tests.dynamics.test_dynamics import MODELS, Z, build, first, synthetic, train
 
+N_SEQ, STEPS = 48, 200
+
+
+@functools.lru_cache(maxsize=None)
+def trained(key):
+    """(dyn, params, per-step losses) after STEPS Adam steps on the synthetic data (cached:
+    one compile per model for this file)."""
+    dyn = build(key)
+    params, losses = train(dyn, synthetic(b=N_SEQ), STEPS)
+    return dyn, params, losses
+
 
 @pytest.mark.parametrize("key", sorted(MODELS))
 def test_loss_decreases(key):
-    dyn = build(key)
-    batch = synthetic()
-    _, losses = train(dyn, batch, 150)
+    _, _, losses = trained(key)
     assert np.isfinite(losses).all()
     first5, last5 = losses[:5].mean(), losses[-5:].mean()
     assert last5 < 0.6 * first5, (key, first5, last5)
 
 
-def test_open_loop_unroll_differs_and_learns():
+def test_open_loop_unroll_is_a_different_objective():
     batch = synthetic()
-    teacher, opened = build("ensemble_det"), make_dynamics("ensemble", latent_dim=Z, unroll="open", **MODELS["ensemble_det"])
-    desc, z0 = first(batch)
-    params = teacher.init(jax.random.PRNGKey(0), z0, desc)
-    lt, _ = teacher.loss(params, batch, jax.random.PRNGKey(0))
-    lo, _ = opened.loss(params, batch, jax.random.PRNGKey(0))
-    assert not np.isclose(float(lt), float(lo))
-    _, losses = train(opened, batch, 150)
-    assert losses[-5:].mean() < 0.6 * losses[:5].mean()
+    teacher, params, _ = trained("ensemble_det")
+    opened = make_dynamics("ensemble", latent_dim=Z, unroll="open", **MODELS["ensemble_det"])
+    lt, mt = teacher.loss(params, batch, jax.random.PRNGKey(0))
+    lo, mo = opened.loss(params, batch, jax.random.PRNGKey(0))
+    assert np.isfinite(float(lo))
+    # trained with teacher forcing: feeding back its own predictions compounds errors
+    assert float(mo["latent"]) > float(mt["latent"])
 
 
 def test_ensemble_disagreement_larger_out_of_distribution():
-    dyn = build("ensemble_det")
-    batch = synthetic(b=64)
-    params, _ = train(dyn, batch, 300)
+    dyn, params, _ = trained("ensemble_det")
+    batch = synthetic(b=N_SEQ)
     desc, _ = first(batch)
     dis = jax.jit(jax.vmap(lambda z, a: dyn.disagreement(params, dyn.initial_carry(params, z, desc), a)))
     d_in = dis(batch.latent[:, 0], batch.action[:, 0])

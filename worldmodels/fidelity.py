@@ -1,0 +1,125 @@
+"""Fidelity of the world model against the real simulator, on held-out real trajectories.
+
+For every window start s_0 (a real state of the held-out store) the model is rolled out
+open loop (`WorldModel.imagine`, the same sampling step the imagined environment uses) for
+K = max(ks) steps under the *real* actions, and compared with what the simulator did. For
+each k in ``ks`` (metrics named ``..._k{k}``), over the first k steps of each window (steps
+after the real episode ended are excluded):
+
+- ``reward_mae_k``: mean |predicted - real| reward per step (environment units).
+- ``return_error_k``: mean over windows of |sum of predicted rewards - real sum|.
+- ``cost_error_k`` (rewriting): mean relative error of the predicted cost after the window,
+  ``cost(s_0) - initial_cost * sum(predicted rewards)`` (rewards are cost decreases relative
+  to the episode's initial cost, so from s_0 = episode start this is
+  ``initial_cost * (1 - sum)``), vs the simulator's cost.
+- ``terminated_acc_k``: accuracy of (predicted termination probability > 0.5).
+- ``mask_precision_k`` / ``mask_recall_k`` / ``mask_f1_k``: the positive class is "slot
+  legal", over the existing non-stop slots of s_0 (rewriting: its offered candidates;
+  placement: every device), predicted legal = probability > 0.5, target = the carried-slot
+  legality in the real state reached (`worldmodels.replay`). The always-legal stop slot is
+  left out so it cannot inflate the figures.
+
+Baselines (``..._baseline``), same windows and steps: reward = the training data's mean
+reward (the model's normaliser mean); return = that mean times the number of steps; cost
+from the mean reward; termination = the training data's majority class; mask = "mask
+unchanged": rewriting: every slot legal in s_0 stays legal except those applied so far in
+the window; placement: s_0's mask.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from worldmodels.imagined_env import encode_starts
+from worldmodels.replay import REWRITE, Replay
+from worldmodels.world_model import WorldModel
+
+
+def _prf(pred: np.ndarray, target: np.ndarray, where: np.ndarray) -> tuple[float, float, float]:
+    p, t = pred & where, target & where
+    tp = float((p & t).sum())
+    prec = tp / max(float(p.sum()), 1.0)
+    rec = tp / max(float(t.sum()), 1.0)
+    f1 = 2 * prec * rec / max(prec + rec, 1e-12)
+    return prec, rec, f1
+
+
+def window_starts(replay: Replay, max_windows: int, seed: int = 0) -> np.ndarray:
+    """All transition indices, or ``max_windows`` of them drawn without replacement (sorted)."""
+    n = replay.num_transitions
+    if n == 0:
+        raise ValueError("fidelity: the held-out replay store has no transitions")
+    if max_windows <= 0 or max_windows >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_windows, replace=False))
+
+
+def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 10), seed: int = 0,
+             max_windows: int = 512, terminated_rate: float | None = None) -> dict[str, float]:
+    """Fidelity metrics and baselines (see the module docstring) as a flat dict of floats.
+    ``terminated_rate``: the training data's termination rate (majority-class baseline;
+    default: this store's)."""
+    ks = sorted(set(int(k) for k in ks))
+    kmax = ks[-1]
+    if ks[0] < 1 or kmax > replay.horizon:
+        raise ValueError(f"fidelity ks must be in 1..{replay.horizon} (the store's mask horizon), got {ks}")
+    starts = window_starts(replay, max_windows, seed)
+    w = replay.windows(starts, kmax)
+    s0 = w["state"][:, 0]
+    start = encode_starts(wm, params, replay, s0)
+    keys = jax.random.split(jax.random.key(seed), len(starts))
+    imagine = jax.jit(jax.vmap(wm.imagine, (None, 0, 0, 0, 0)))
+    r_pred, t_pred, m_pred = (np.asarray(x) for x in imagine(params, start.latent, start.slots,
+                                                              jnp.asarray(w["action"]), keys))
+    valid = w["valid"].astype(bool)
+    r_real = w["reward"].astype(np.float64)
+    mean_r = float(params["norm"]["reward_mean"])
+    term_rate = float(replay.terminated.mean()) if terminated_rate is None else terminated_rate
+    a = replay.num_slots
+    exists = replay.action_mask[s0, :a].astype(bool) if replay.kind == REWRITE else np.ones((len(s0), a), bool)
+    target = w["next_mask"][:, :, :a].astype(bool)
+    pred_mask = m_pred[:, :, :a] > 0.5
+    # "mask unchanged" baseline
+    if replay.kind == REWRITE:
+        applied = np.zeros((len(s0), kmax, a), bool)
+        acts = w["action"]
+        for t in range(kmax):
+            hit = acts[:, t] < a
+            applied[hit, t, acts[hit, t]] = True
+        applied = np.cumsum(applied, axis=1) > 0
+        base_mask = exists[:, None, :] & ~applied
+    else:
+        base_mask = np.broadcast_to(replay.action_mask[s0, None, :a].astype(bool), target.shape)
+
+    out: dict[str, float] = {"windows": float(len(starts))}
+    for k in ks:
+        v = valid[:, :k]
+        nv = max(float(v.sum()), 1.0)
+        err = np.abs(r_pred[:, :k] - r_real[:, :k])
+        out[f"reward_mae_k{k}"] = float((err * v).sum() / nv)
+        out[f"reward_mae_baseline_k{k}"] = float((np.abs(mean_r - r_real[:, :k]) * v).sum() / nv)
+        ret_real = (r_real[:, :k] * v).sum(1)
+        ret_pred = (r_pred[:, :k] * v).sum(1)
+        ret_base = mean_r * v.sum(1)
+        out[f"return_error_k{k}"] = float(np.abs(ret_pred - ret_real).mean())
+        out[f"return_error_baseline_k{k}"] = float(np.abs(ret_base - ret_real).mean())
+        term_real = w["terminated"][:, :k].astype(bool)
+        out[f"terminated_acc_k{k}"] = float((((t_pred[:, :k] > 0.5) == term_real) & v).sum() / nv)
+        out[f"terminated_acc_baseline_k{k}"] = float((((term_rate > 0.5) == term_real) & v).sum() / nv)
+        where = v[:, :, None] & exists[:, None, :]
+        for name, pm in (("", pred_mask[:, :k]), ("_baseline", base_mask[:, :k])):
+            p, r, f = _prf(pm, target[:, :k], where)
+            out[f"mask_precision{name}_k{k}"], out[f"mask_recall{name}_k{k}"], out[f"mask_f1{name}_k{k}"] = p, r, f
+        if replay.kind == REWRITE:
+            ep = np.searchsorted(replay.transition_index(), starts, side="right") - 1
+            init_cost = replay.cost[replay.episode_start[ep]]
+            n_steps = v.sum(1)
+            cost_real = replay.cost[w["state"][np.arange(len(s0)), n_steps]]
+            c0 = replay.cost[s0]
+            rel = lambda pred: float(np.mean(np.abs(pred - cost_real) / np.maximum(cost_real, 1e-12)))  # noqa: E731
+            out[f"cost_error_k{k}"] = rel(c0 - init_cost * ret_pred)
+            out[f"cost_error_baseline_k{k}"] = rel(c0 - init_cost * ret_base)
+    return out

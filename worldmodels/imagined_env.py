@@ -1,0 +1,173 @@
+"""The imagined environment: pure, jit- and vmap-able ``reset`` / ``step`` over a trained
+world model, starting from encoded real states and never calling the simulator.
+
+    env = ImaginedEnv(wm, max_steps=50)
+    starts = encode_starts(wm, params, replay, state_indices)      # Start with leading dim [B]
+    state, ts = env.reset(params, key, start)                     # ONE start (vmap for many)
+    state, ts = env.step(params, state, action, key)
+
+Action space and mask semantics follow the real environment: rewriting has A candidate
+slots + stop (index A, always legal; choosing it terminates); placement has A device slots
+and no stop (if no slot is predicted legal, all are allowed, like the real env). The mask of
+the next state is ``slot exists and sigmoid(mask logit) > threshold`` over the *carried*
+slots of the start state (see `dynamics.heads`). The observation is the predicted next
+latent in the encoder's latent space (the start's encoder latent after reset).
+
+``terminated``: rewriting: stop chosen, no non-stop slot legal, or predicted termination
+probability > 0.5; placement: predicted termination > 0.5. ``truncated``: ``max_steps``
+imagined steps reached. Once done, `step` is a no-op (reward 0, flags kept). Illegal actions
+are not detected (a pure function cannot raise); use the mask.
+
+`rollout` advances a batch of imagined rollouts with a uniformly random legal policy in one
+``lax.scan`` (used by the benchmark).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dynamics import SlotDescription
+from worldmodels.replay import REWRITE, Replay
+from worldmodels.world_model import WorldModel
+
+
+class Start(NamedTuple):
+    """An encoded real state: latent [Z], slots [A], action_mask bool [A+1] (real mask)."""
+
+    latent: jnp.ndarray
+    slots: SlotDescription
+    action_mask: jnp.ndarray
+
+
+class ImaginedState(NamedTuple):
+    carry: Any
+    action_mask: jnp.ndarray   # bool [n_actions]
+    t: jnp.ndarray             # int32 []
+    done: jnp.ndarray          # bool []
+
+
+class TimeStep(NamedTuple):
+    observation: jnp.ndarray   # float32 [Z] latent
+    action_mask: jnp.ndarray   # bool [n_actions]
+    reward: jnp.ndarray        # float32 [] (environment units)
+    terminated: jnp.ndarray    # bool []
+    truncated: jnp.ndarray     # bool []
+
+
+class ImaginedEnv:
+    """Pure functional environment over ``wm`` (see the module docstring)."""
+
+    def __init__(self, wm: WorldModel, max_steps: int = 50, mask_threshold: float = 0.5):
+        if max_steps < 1:
+            raise ValueError(f"imagined env max_steps must be >= 1, got {max_steps}")
+        self.wm, self.max_steps, self.threshold = wm, int(max_steps), float(mask_threshold)
+        self.rewrite = wm.kind == REWRITE
+        self.num_slots = wm.num_slots
+        self.n_actions = wm.num_slots + 1 if self.rewrite else wm.num_slots
+
+    def _mask(self, legal_slots):
+        """legal_slots bool [A+1] (model layout) -> env mask [n_actions]."""
+        a = self.num_slots
+        if self.rewrite:
+            return legal_slots.at[a].set(True)
+        m = legal_slots[:a]
+        return jnp.where(m.any(), m, jnp.ones_like(m))
+
+    def reset(self, params, key, start: Start):
+        carry = self.wm.initial_carry(params, start.latent, start.slots)
+        mask = self._mask(start.action_mask.astype(bool))
+        state = ImaginedState(carry, mask, jnp.int32(0), jnp.bool_(False))
+        f = jnp.bool_(False)
+        return state, TimeStep(start.latent, mask, jnp.float32(0.0), f, f)
+
+    def step(self, params, state: ImaginedState, action, key):
+        action = jnp.asarray(action, jnp.int32)
+        carry, pred = self.wm.dyn.step(params["dynamics"], state.carry, action, key)
+        legal = (jax.nn.sigmoid(pred.mask_logits) > self.threshold) & state.carry.slot_valid
+        mask = self._mask(legal)
+        term = jax.nn.sigmoid(pred.terminated) > 0.5
+        if self.rewrite:
+            term = term | (action == self.num_slots) | ~mask[: self.num_slots].any()
+        reward = self.wm.denorm_reward(params, pred.reward)
+        t = state.t + 1
+        trunc = (t >= self.max_steps) & ~term
+        done = state.done
+        new = ImaginedState(carry, mask, t, term | trunc)
+        # once done: keep the old state, zero reward
+        new = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, new)
+        ts = TimeStep(pred.z_next, new.action_mask, jnp.where(done, 0.0, reward).astype(jnp.float32),
+                      jnp.where(done, False, term), jnp.where(done, False, trunc))
+        return new, ts
+
+
+def random_action(key, mask):
+    """Uniform over the legal actions of a bool mask [n]."""
+    return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+
+
+def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int):
+    """Batched random-policy rollouts: starts with leading dim [B], ``horizon`` steps in one
+    ``lax.scan``. Returns (rewards [horizon, B], done [horizon, B])."""
+    b = starts.latent.shape[0]
+    k0, k1 = jax.random.split(key)
+    state, _ = jax.vmap(env.reset, (None, 0, 0))(params, jax.random.split(k0, b), starts)
+
+    def body(state, k):
+        ka, ks = jax.random.split(k)
+        actions = jax.vmap(random_action)(jax.random.split(ka, b), state.action_mask)
+        state, ts = jax.vmap(env.step, (None, 0, 0, 0))(params, state, actions, jax.random.split(ks, b))
+        return state, (ts.reward, state.done)
+
+    _, out = jax.lax.scan(body, state, jax.random.split(k1, horizon))
+    return out
+
+
+# ----------------------------------------------------------------------------- encoding real states
+
+
+def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, chunk: int = 16) -> Start:
+    """Encode replay states (indices [B]) into `Start`s with leading dim [B]; batches of
+    ``chunk`` states padded to one capacity (the last chunk repeats its final state), so the
+    jitted encoder compiles once per capacity."""
+    from encoders.graphs import Buckets, batch_observations
+
+    states = np.asarray(states, np.int64)
+    if len(states) == 0:
+        raise ValueError("encode_starts: no states given")
+    sizes_n = np.diff(replay.node_offset)
+    sizes_e = np.diff(replay.edge_offset)
+    cap_n = int(2 ** np.ceil(np.log2(sizes_n[states].max() * chunk + 1)))
+    cap_e = int(2 ** np.ceil(np.log2(max(sizes_e[states].max() * chunk, 1))))
+    buckets = Buckets(nodes=(cap_n,), edges=(cap_e,))
+    fn = _encode_fn(wm)
+    lats, slots = [], []
+    for i in range(0, len(states), chunk):
+        idx = states[i:i + chunk]
+        idx = np.concatenate([idx, np.full(chunk - len(idx), idx[-1])])
+        batch = batch_observations([replay.state_obs(int(j)) for j in idx], buckets, n_graph=chunk + 1)
+        if replay.kind == REWRITE:
+            rule, nodes = batch.candidate_rule, batch.candidate_nodes
+        else:
+            rule, nodes = np.zeros((chunk, 0), np.int32), np.zeros((chunk, 0, 0), np.int32)
+        lat, sl = fn(params, batch.graphs, rule, nodes)
+        lats.append(lat)
+        slots.append(sl)
+    n = len(states)
+    lat = jnp.concatenate(lats)[:n]
+    sl = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *slots)
+    return Start(lat, sl, jnp.asarray(replay.action_mask[states].astype(bool)))
+
+
+_ENCODE_CACHE: dict = {}
+
+
+def _encode_fn(wm: WorldModel):
+    key = id(wm)
+    if key not in _ENCODE_CACHE:
+        def f(params, graphs, rule, nodes):
+            return wm.encode(params, graphs, rule, nodes, rule.shape[0])
+        _ENCODE_CACHE[key] = (wm, jax.jit(f))
+    return _ENCODE_CACHE[key][1]
