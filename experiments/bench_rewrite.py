@@ -1,6 +1,6 @@
 """Benchmark the rewrite environment and the search baselines on the built-in graphs.
 
-    python -m experiments.bench_rewrite [--graphs squeezenet,resnet50] [--budget 100]
+    python -m experiments.bench_rewrite [--graphs squeezenet,resnet50] [--budget 1000]
         [--time-limit 60] [--env-steps 100] [--no-taso] [--no-backtrack]
 
 For each graph: op count, candidates at the start, the median ``GraphRewrite-v0`` step
@@ -60,7 +60,7 @@ def env_step_ms(graph, rules, steps: int, seed: int = 0) -> float:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_rewrite", description=__doc__.split("\n\n")[0])
     p.add_argument("--graphs", default=None, help="comma-separated built-in graphs (default: all)")
-    p.add_argument("--budget", type=int, default=100, help="backtracking dequeue budget")
+    p.add_argument("--budget", type=int, default=1000, help="backtracking dequeue budget")
     p.add_argument("--time-limit", type=float, default=60.0, help="backtracking time limit per graph, seconds")
     p.add_argument("--env-steps", type=int, default=100, help="steps of the random episode timing env.step")
     p.add_argument("--no-taso", action="store_true", help="hand-written rules only")

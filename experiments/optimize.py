@@ -6,7 +6,7 @@
 GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. Progress goes to
 stdout; the last stdout line is a JSON object with graph, ops_before, ops_after,
 cost_before_ms, cost_after_ms, reduction, rewrites, seconds, expanded, search, device.
-``--budget``: backtracking dequeues (default 100), random steps (default 200), greedy
+``--budget``: backtracking dequeues (default 1000), random steps (default 200), greedy
 steps (default unlimited).
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(rules)} rules, search {args.search}, device {cost_model.device.name}", flush=True)
     kwargs: dict = {"progress": lambda msg: print(msg, flush=True)}
     if args.search == "backtrack":
-        kwargs.update(alpha=args.alpha, budget=args.budget or 100, time_limit=args.time_limit)
+        kwargs.update(alpha=args.alpha, budget=args.budget or 1000, time_limit=args.time_limit)
     elif args.search == "random":
         kwargs.update(steps=args.budget or 200, seed=args.seed)
     elif args.budget is not None:

@@ -44,6 +44,8 @@ class EnvConfig:
     num_envs: int = 4               # parallel environments for rollouts
     node_capacity: int = 0          # padding bucket for nodes (0 = smallest that fits)
     edge_capacity: int = 0          # padding bucket for edges (0 = smallest that fits)
+    heldout: str = ""               # comma-separated graphs never trained on (validation only)
+    max_candidates: int = 64        # rewrite: candidate action slots A
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,16 @@ class ModelConfig:
     """World model (encoder + dynamics)."""
 
     encoder: str = "gn"             # registry name in encoders/
-    dynamics: str = "mlp"           # registry name in dynamics/
+    dynamics: str = "mdnrnn"        # registry name in dynamics/ (mdnrnn, ensemble, rssm)
     latent_dim: int = 64
     hidden: int = 128
     message_steps: int = 2
     lr: float = 3e-4
     batch_size: int = 32
     ensemble: int = 1
+    width: int = 32                 # encoder node-embedding width
+    slot_width: int = 32            # action-slot embedding width
+    seq_len: int = 4                # real steps per world-model training window
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,17 @@ class LoopConfig:
     eval_episodes: int = 8
     checkpoint_every: int = 10_000  # real env steps between checkpoints
     keep_checkpoints: int = 3
+    mode: str = "model_based"       # model_based | model_free (same controller, real env only)
+    explore_eps: float = 0.1        # model-based: random legal action with this probability
+    horizon_min: int = 1            # MBPO schedule: imagined horizon from horizon_min ...
+    horizon_schedule: tuple[int, int] = (0, 10)  # ... rising linearly over these iterations
+    imagined_envs: int = 32         # parallel imagined rollouts per controller update
+    start_pool: int = 64            # encoded real states imagined rollouts start from
+    replay_episodes: int = 2000     # replay capacity (oldest episodes dropped)
+    replay_horizon: int = 10        # mask-target horizon of the replay store
+    fidelity_ks: tuple[int, ...] = (1, 5)
+    fidelity_windows: int = 64
+    search_budget: int = 200        # backtracking dequeues of the final baseline comparison
 
 
 @dataclass(frozen=True)
@@ -259,23 +275,39 @@ def _unknown_message(flag: str, valid: Sequence[str]) -> str:
 
 
 def default_config() -> Config:
-    return Config()
+    """The README's main job: model-based PPO on GraphRewrite-v0 (squeezenet + bert,
+    held-out vit), a few minutes on a 2-core CPU."""
+    return replace_path(Config(), {
+        "env.graph": "squeezenet,bert", "env.heldout": "vit", "env.max_steps": 30, "env.num_envs": 4,
+        "model.latent_dim": 32, "model.hidden": 64, "model.width": 32, "model.batch_size": 8,
+        "controller.ppo.hidden": 64, "controller.ppo.rollout_len": 32, "controller.ppo.lr": 1e-3,
+        "loop.total_env_steps": 2048, "loop.model_updates_per_iter": 30, "loop.controller_updates_per_iter": 4,
+        "loop.imagined_horizon": 10, "loop.horizon_schedule": (1, 8), "loop.real_ratio": 0.25,
+        "loop.eval_every": 256, "loop.checkpoint_every": 256, "log.log_every": 128,
+    })
 
 
 def tiny_config() -> Config:
-    """Smallest settings for smoke tests (the lead fills in the real values)."""
+    """Smallest settings for smoke tests and CI (seconds per run on 2 cores)."""
     return replace_path(Config(), {
-        "env.num_envs": 2, "env.max_steps": 8,
-        "model.latent_dim": 16, "model.hidden": 32, "model.batch_size": 8,
-        "controller.ppo.hidden": 16, "controller.ppo.rollout_len": 8,
-        "controller.cmaes.popsize": 8, "controller.planner.num_samples": 16,
-        "loop.total_env_steps": 200, "loop.eval_every": 100, "loop.checkpoint_every": 100,
-        "log.progress": False, "log.log_every": 20,
+        "env.graph": "squeezenet", "env.num_envs": 2, "env.max_steps": 8, "env.max_candidates": 32,
+        "model.latent_dim": 8, "model.hidden": 16, "model.width": 8, "model.slot_width": 8,
+        "model.message_steps": 1, "model.batch_size": 2, "model.seq_len": 2,
+        "controller.ppo.hidden": 16, "controller.ppo.rollout_len": 8, "controller.ppo.num_epochs": 1,
+        "controller.ppo.num_minibatches": 2,
+        "controller.cmaes.popsize": 4, "controller.cmaes.horizon": 8, "controller.cmaes.num_rollouts": 2,
+        "controller.planner.num_samples": 8, "controller.planner.horizon": 4, "controller.planner.iterations": 1,
+        "loop.total_env_steps": 64, "loop.model_updates_per_iter": 3, "loop.controller_updates_per_iter": 2,
+        "loop.imagined_envs": 4, "loop.start_pool": 8, "loop.imagined_horizon": 4, "loop.horizon_schedule": (0, 2),
+        "loop.eval_every": 32, "loop.checkpoint_every": 16, "loop.fidelity_windows": 8, "loop.search_budget": 10,
+        "log.progress": False, "log.log_every": 16,
     })
 
 
 #: name -> zero-argument factory returning a Config. Add presets here or at import time.
-PRESETS: dict[str, Any] = {"default": default_config, "tiny": tiny_config}
+PRESETS: dict[str, Any] = {"default": default_config, "tiny": tiny_config,
+                           "tiny_model_free": lambda: replace_path(tiny_config(), {"loop.mode": "model_free"}),
+                           "model_free": lambda: replace_path(default_config(), {"loop.mode": "model_free"})}
 
 
 def get_preset(name: str, presets: Mapping[str, Any] | None = None) -> Config:

@@ -173,11 +173,16 @@ class WorldModel:
         if replay.num_slots != self.num_slots:
             raise ValueError(f"world model has {self.num_slots} slots but the replay store has {replay.num_slots}")
         batch = make_train_batch(replay, np.zeros(1, np.int64), 1)
-        ke, kd = jax.random.split(key)
-        enc_params = self.encoder.init(ke, batch.graphs)
-        node_emb, lat = self.encoder.apply(enc_params, batch.graphs)
-        slots = self.slots(node_emb, jnp.asarray(batch.cand_rule), jnp.asarray(batch.cand_nodes))
-        dyn_params = self.dyn.init(kd, lat[0], jax.tree.map(lambda x: x[0], slots))
+
+        @jax.jit  # eager Flax init dispatches op by op (tens of seconds); jitted it is one compile
+        def init_fn(key, graphs, rule, nodes):
+            ke, kd = jax.random.split(key)
+            enc_params = self.encoder.init(ke, graphs)
+            node_emb, lat = self.encoder.apply(enc_params, graphs)
+            slots = self.slots(node_emb, rule, nodes)
+            return enc_params, self.dyn.init(kd, lat[0], jax.tree.map(lambda x: x[0], slots))
+
+        enc_params, dyn_params = init_fn(key, batch.graphs, batch.cand_rule, batch.cand_nodes)
         r = replay.reward.astype(np.float64)
         norm = {"reward_mean": jnp.float32(r.mean()), "reward_std": jnp.float32(max(r.std(), 1e-6))}
         return {"encoder": enc_params, "dynamics": dyn_params, "norm": norm}

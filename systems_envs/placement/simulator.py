@@ -58,6 +58,7 @@ from systems_envs.graph.ops import OPS, SOURCE_OPS
 from systems_envs.placement.devices import DeviceSet, get_device_set
 
 DEFAULT_OP_OVERHEAD_MS = 0.01
+_I64_MIN = np.iinfo(np.int64).min
 
 
 @dataclasses.dataclass
@@ -77,6 +78,10 @@ class CompiledGraph:
       res_bytes: [C] bytes of resident tensors (weights, inputs, folded constants).
       res_tensor, res_op: [R] every (resident tensor, consumer op) pair.
       edges: [(i, j, bytes)] op-to-op data edges (i produces a tensor j reads).
+
+    Derived (E = number of (tensor, consumer) pairs, listed in consumer-op order):
+      cons_prod: [E] producer op of cons_tensor; cons_bytes: [E] its bytes.
+      edge_ptr: [n + 1] op i reads through pairs edge_ptr[i]:edge_ptr[i + 1].
     """
 
     name: str
@@ -101,12 +106,9 @@ class CompiledGraph:
         self.num_devices = d
         # Python-level views for the hot loop.
         self._dur = self.dur_ms.tolist()
-        self._tprod = self.tensor_producer.tolist()
-        self._tbytes = self.tensor_bytes.tolist()
         self._lat_ms = (self.devices.latency * 1e3).ravel().tolist()
         with np.errstate(divide="ignore"):
             self._ms_per_byte = (1e3 / self.devices.bandwidth).ravel().tolist()
-        self._op_range = np.arange(self.n)
         # edges (every (tensor, consumer op) pair) are listed in op order: op i owns
         # edges edge_ptr[i]:edge_ptr[i + 1]
         self.cons_prod = self.tensor_producer[self.cons_tensor]
@@ -116,6 +118,13 @@ class CompiledGraph:
             raise ValueError(f"compiled graph {self.name!r}: cons_op must be sorted by op index")
         ptr, ct, cp, cb = self.edge_ptr.tolist(), self.cons_tensor.tolist(), self.cons_prod.tolist(), self.cons_bytes.tolist()
         self._op_edges = [[(e, ct[e], cp[e], cb[e]) for e in range(ptr[i], ptr[i + 1])] for i in range(self.n)]
+        # constants of the vectorised paths
+        self._op_range = np.arange(self.n)
+        self._tbytes_i64 = self.tensor_bytes.astype(np.int64)   # bytes are whole numbers: exact sums
+        self._cbytes_i64 = self.cons_bytes.astype(np.int64)
+        self._ctD = self.cons_tensor * d
+        self._tD = np.arange(len(self.tensor_bytes)) * d
+        self._out_idx = np.flatnonzero(self.tensor_is_output)
 
     @property
     def op_index(self) -> dict[int, int]:
@@ -284,7 +293,7 @@ def schedule(cg: CompiledGraph, placement) -> tuple[list, list, list]:
     fin = [0.0] * n
     dev_free = [0.0] * D
     link_free = [0.0] * (D * D)
-    arrival = [None] * (len(cg._tbytes) * D)
+    arrival = [None] * (len(cg.tensor_bytes) * D)
     xfers = []
     for i, edges in enumerate(cg._op_edges):
         d = p[i]
@@ -375,81 +384,107 @@ def _schedule_many(cg: CompiledGraph, P: np.ndarray):
     return tuple(np.ascontiguousarray(a.T) for a in (start, fin, xs, xe, need))
 
 
-def _peak_memory(cg: CompiledGraph, P, start, fin, xs, xe, need) -> np.ndarray:
-    """[B, D] peak memory in bytes (resident + live activations) of placements P [B, n]
-    with schedules start, fin [B, n] and transfers xs, xe, need [B, E] (see
-    :func:`_schedule_many`); semantics in the module docstring.
+def _take_rows(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``x[b, idx[b, k]]`` for [B, L] arrays (plain 1-D indexing when B == 1: much cheaper)."""
+    return x[0][idx[0]][None] if len(x) == 1 else np.take_along_axis(x, idx, axis=1)
+
+
+def _peak_memory(cg: CompiledGraph, P, start, fin, cedge, xs, xe, need) -> np.ndarray:
+    """[B, D] peak memory in bytes (resident + live activations); semantics in the module docstring.
+
+    Args:
+      P: [B, n] placements; start, fin: [B, n] their schedules (ms).
+      cedge: [K] edges (indices into ``cg.cons_op``) that may issue a transfer;
+      xs, xe: [B, K] start and end (ms) of those transfers; need: [B, K] bool, whether
+        edge ``cedge[k]`` issues one in row b (xe must be -inf where not).
 
     Every (tensor, device) copy is an allocation event (+bytes) and a free event
-    (-bytes); per row the events are sorted by (time, frees first), then stably by
-    device, and each device's peak is the largest prefix sum of its run of events.
-    Byte counts are integers, so the sums are exact whatever the batch size.
+    (-bytes); per row the events are stably sorted by (device, time), frees listed
+    before allocations so that they come first at equal times, and each device's peak
+    is the largest prefix sum of its run of events. Byte counts are integers, so the
+    sums are exact whatever the batch size.
     """
-    B, D, T, E = len(P), cg.num_devices, len(cg.tensor_bytes), len(cg.cons_op)
-    L = 2 * (T + E)
+    B, D, T, K = len(P), cg.num_devices, len(cg.tensor_bytes), len(cedge)
+    if D > 127:
+        raise ValueError(f"the memory sweep supports at most 127 devices, got {D}")
+    L = 2 * (T + K)
     ct, co, prod = cg.cons_tensor, cg.cons_op, cg.tensor_producer
     row = np.arange(B)[:, None]
-    copy_dev = P[:, co]                                           # [B, E]
     # latest finish of the consumers of tensor t on device d: [B * T * D]
     cons_free = np.full(B * T * D, -np.inf)
-    np.maximum.at(cons_free, (row * (T * D) + (ct * D + copy_dev)).ravel(), fin[:, co].ravel())
+    np.maximum.at(cons_free, (row * (T * D) + (ct * D + P[:, co])).ravel(), fin[:, co].ravel())
     home_dev = P[:, prod]                                         # [B, T]
     home_free = np.ascontiguousarray(np.maximum(fin[:, prod], cons_free[row * (T * D) + (np.arange(T) * D + home_dev)]))
-    np.maximum.at(home_free.reshape(-1), (row * T + ct).ravel(), xe.ravel())  # outgoing transfers done
+    np.maximum.at(home_free.reshape(-1), (row * T + ct[cedge]).ravel(), xe.ravel())  # outgoing transfers done
     if cg.tensor_is_output.any():
         home_free[:, cg.tensor_is_output] = fin.max(axis=1)[:, None]  # outputs live to the end
-    # edges without a transfer get zero-byte events at their consumer's times, which
-    # keeps each block of events nearly sorted (cheap for the merge sort below)
-    copy_free = np.where(need, cons_free[row * (T * D) + (ct * D + copy_dev)], fin[:, co])
-    copy_alloc = np.where(need, xs, start[:, co])
-    # Sort key: times are >= 0, so their IEEE bit patterns sort like the times; the
-    # spare low bit is the event kind (0 = free, 1 = allocation). Blocks are in
-    # topological order, hence nearly sorted runs: a stable (merge) sort is fastest.
+    # copies; edges without a transfer get zero-byte events at their consumer's times
+    # (keeps each block of events nearly sorted, which the merge sort below likes)
+    copy_dev = P[:, co[cedge]]                                    # [B, K]
+    copy_free = np.where(need, cons_free[row * (T * D) + (ct[cedge] * D + copy_dev)], fin[:, co[cedge]])
+    copy_alloc = np.where(need, xs, start[:, co[cedge]])
     times = np.concatenate([home_free, copy_free, start[:, prod], copy_alloc], axis=1)
-    key = times.view(np.uint64) << np.uint64(1)
-    key[:, T + E:] |= np.uint64(1)
-    order = np.argsort(key, axis=1, kind="stable")
-    dev = np.concatenate([home_dev, copy_dev, home_dev, copy_dev], axis=1)
-    by_dev = np.argsort(dev.astype(np.int8)[row, order], axis=1, kind="stable")  # radix sort
-    order = order[row, by_dev]
-    hb = cg.tensor_bytes.astype(np.int64)
-    cb = np.where(need, cg.cons_bytes.astype(np.int64), 0)
-    delta = np.concatenate([np.broadcast_to(-hb, (B, T)), -cb, np.broadcast_to(hb, (B, T)), cb], axis=1)
+    dev = np.concatenate([home_dev, copy_dev, home_dev, copy_dev], axis=1).astype(np.int8)
+    # stable: frees first at ties (the 1-D call is much cheaper for a single row)
+    order = np.lexsort((times[0], dev[0]))[None] if B == 1 else np.lexsort((times, dev), axis=-1)
+    hb = np.broadcast_to(cg._tbytes_i64, (B, T))
+    cb = np.where(need, cg._cbytes_i64[cedge], 0)
+    delta = np.concatenate([-hb, -cb, hb, cb], axis=1)
     cs = np.empty((B, L + 1), dtype=np.int64)
-    cs[:, L] = np.iinfo(np.int64).min                             # pad: ends every row's last run
-    np.cumsum(delta[row, order], axis=1, out=cs[:, :L])
+    cs[:, L] = _I64_MIN                                           # pad: ends every row's last run
+    np.cumsum(_take_rows(delta, order), axis=1, out=cs[:, :L])
     counts = 2 * (np.bincount((row * D + home_dev).ravel(), minlength=B * D)
                   + np.bincount((row * D + copy_dev).ravel(), minlength=B * D)).reshape(B, D)
     first = np.cumsum(counts, axis=1) - counts                    # run start per device
     run_max = np.maximum.reduceat(cs.reshape(-1), (row * (L + 1) + first).ravel()).reshape(B, D)
-    base = np.where(first > 0, cs[row, np.maximum(first - 1, 0)], 0)
+    base = np.where(first > 0, _take_rows(cs, np.maximum(first - 1, 0)), 0)
     peak = np.where(counts > 0, np.maximum(run_max - base, 0), 0).astype(np.float64)
     return peak + resident_bytes(cg, P)
 
 
-def _transfers_to_edges(cg: CompiledGraph, xfers: list):
-    """Transfers of :func:`schedule` as [1, E] arrays xs, xe, need."""
-    E = len(cg.cons_op)
-    xs, xe, need = np.zeros((1, E)), np.full((1, E), -np.inf), np.zeros((1, E), dtype=bool)
+def _peak_memory_one(cg: CompiledGraph, p: np.ndarray, start: list, fin: list, xfers: list):
+    """:func:`_peak_memory` for one placement and the output of :func:`schedule`, in 1-D
+    (fewer, cheaper NumPy calls; the same events, order and exact integer sums).
+    Returns ([D] peak bytes, [n] start, [n] finish, transferred bytes)."""
+    D, T = cg.num_devices, len(cg.tensor_bytes)
+    if D > 127:
+        raise ValueError(f"the memory sweep supports at most 127 devices, got {D}")
+    st, fi = np.array(start), np.array(fin)
+    co, prod = cg.cons_op, cg.tensor_producer
+    slot = cg._ctD + p[co]                                        # (tensor, consumer device) per edge
+    cons_free = np.full(T * D, -np.inf)
+    np.maximum.at(cons_free, slot, fi[co])
+    home_dev = p[prod]
+    home_free = np.maximum(fi[prod], cons_free[cg._tD + home_dev])
     if xfers:
         x = np.array(xfers).reshape(-1, 3)
-        e = x[:, 0].astype(np.int64)
-        xs[0, e], xe[0, e], need[0, e] = x[:, 1], x[:, 2], True
-    return xs, xe, need
+        ce = x[:, 0].astype(np.int64)
+        np.maximum.at(home_free, cg.cons_tensor[ce], x[:, 2])     # outgoing transfers done
+        copy_dev, copy_free, copy_alloc, cb = p[co[ce]], cons_free[slot[ce]], x[:, 1], cg._cbytes_i64[ce]
+    else:
+        copy_dev, copy_free, copy_alloc, cb = np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
+    home_free[cg._out_idx] = fi.max()
+    times = np.concatenate([home_free, copy_free, st[prod], copy_alloc])
+    dev = np.concatenate([home_dev, copy_dev, home_dev, copy_dev]).astype(np.int8)
+    order = np.lexsort((times, dev))                             # stable: frees first at ties
+    cs = np.cumsum(np.concatenate([-cg._tbytes_i64, -cb, cg._tbytes_i64, cb])[order])
+    ends = np.cumsum(np.bincount(dev, minlength=D)).tolist()
+    peak = np.zeros(D)
+    lo = 0
+    for d, hi in enumerate(ends):
+        if hi > lo:
+            peak[d] = max(int(cs[lo:hi].max()) - (int(cs[lo - 1]) if lo else 0), 0)
+        lo = hi
+    return peak + resident_bytes(cg, p), st, fi, float(cb.sum())
 
 
 def simulate(cg: CompiledGraph, placement, check: bool = True) -> SimResult:
     """Simulate one step of ``cg`` under ``placement`` ([n] device indices)."""
     p = cg.check_placement(placement) if check else np.asarray(placement, dtype=np.int64)
-    start_l, fin_l, xfers = schedule(cg, p)
-    start, fin = np.array(start_l), np.array(fin_l)
+    peak, start, fin, moved = _peak_memory_one(cg, p, *schedule(cg, p))
     makespan = float(fin.max())
-    xs, xe, need = _transfers_to_edges(cg, xfers)
-    P = p[None]
-    peak = _peak_memory(cg, P, start[None], fin[None], xs, xe, need)[0]
     oom = [int(d) for d in np.flatnonzero(peak > cg.devices.capacity)]
-    busy = _busy(cg, P)[0]
-    moved = float((need * cg.cons_bytes).sum())
+    busy = _busy(cg, p[None])[0]
     valid = not oom
     return SimResult(valid, makespan if valid else math.inf, makespan, busy, peak, moved, oom, start, fin)
 
@@ -463,12 +498,8 @@ def step_time(cg: CompiledGraph, placement) -> float:
     p = np.asarray(placement, dtype=np.int64)
     if np.any(resident_bytes(cg, p) > cg.devices.capacity):
         return math.inf
-    start_l, fin_l, xfers = schedule(cg, p)
-    fin = np.array(fin_l)
-    makespan = float(fin.max())
-    xs, xe, need = _transfers_to_edges(cg, xfers)
-    peak = _peak_memory(cg, p[None], np.array(start_l)[None], fin[None], xs, xe, need)[0]
-    return makespan if not np.any(peak > cg.devices.capacity) else math.inf
+    peak, _, fin, _ = _peak_memory_one(cg, p, *schedule(cg, p))
+    return float(fin.max()) if not np.any(peak > cg.devices.capacity) else math.inf
 
 
 def evaluate_many(cg: CompiledGraph, placements, check: bool = True, chunk: int = 256) -> BatchResult:
@@ -493,7 +524,8 @@ def evaluate_many(cg: CompiledGraph, placements, check: bool = True, chunk: int 
         Pc = P[lo:lo + chunk]
         start, fin, xs, xe, need = _schedule_many(cg, Pc)
         makespan[lo:lo + chunk] = fin.max(axis=1)
-        peak[lo:lo + chunk] = _peak_memory(cg, Pc, start, fin, xs, xe, need)
+        used = np.flatnonzero(need.any(axis=0))                  # edges that transfer in some row
+        peak[lo:lo + chunk] = _peak_memory(cg, Pc, start, fin, used, xs[:, used], xe[:, used], need[:, used])
         busy[lo:lo + chunk] = _busy(cg, Pc)
         moved[lo:lo + chunk] = (need * cg.cons_bytes).sum(axis=1)
     valid = ~np.any(peak > cg.devices.capacity, axis=1)

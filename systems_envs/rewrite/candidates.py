@@ -16,7 +16,11 @@ Optionally (``cost_model``) it also keeps per-node costs up to date, recomputing
 changed nodes and those whose constant-folded status flips, so ``cost`` is cheap.
 
 A rule may declare ``anchor_ops`` (a set of op names): it is then only tried at nodes of
-those ops. Rules without it are tried at every node. A rule whose matches are not local
+those ops. Rules without it are tried at every node. A rule may also declare
+``anchor_guard = (key, fn)``: ``fn(graph, node)`` is a necessary condition for a match
+anchored at ``node`` (``match_at`` returns nothing when it is false), shared by every
+rule with the same hashable ``key``; the index evaluates it once per (node, key) and skips
+those rules where it is false (TASO pattern rules use their root op's signature). A rule whose matches are not local
 (``disconnected`` or ``global_match`` true, e.g. a TASO pattern with two unconnected
 roots) is re-matched over the whole graph after every rewrite.
 """
@@ -28,6 +32,7 @@ from typing import NamedTuple, Sequence
 
 from systems_envs.graph.cost import CostModel
 from systems_envs.graph.ir import Graph
+from systems_envs.graph.ops import SOURCE_OPS
 from systems_envs.rewrite.rule import Match, Rule
 
 
@@ -45,6 +50,12 @@ class Change:
     added: frozenset[int]
     changed: frozenset[int]
     removed: frozenset[int]
+
+
+def live_ops(graph: Graph, const: set[int]) -> int:
+    """Number of compute nodes (not inputs/weights) outside ``const``: the ops left to run
+    once constant subgraphs are folded at load time."""
+    return sum(1 for nid, n in graph.nodes.items() if n.op not in SOURCE_OPS and nid not in const)
 
 
 def prune_dead(graph: Graph, seeds: Sequence[int] | None = None) -> set[int]:
@@ -104,11 +115,11 @@ class CandidateIndex:
         self._global = [bool(getattr(r, "disconnected", False) or getattr(r, "global_match", False))
                         for r in self.rules]
         self._radii = [r.radius + 1 for r in self.rules]
-        self._op_rules: dict[str, list[tuple[int, int]]] = {}  # op -> [(rule id, radius + 1)], shared by copies
+        self._guards = [getattr(r, "anchor_guard", None) for r in self.rules]
+        self._op_rules: dict[str, list[tuple[int, int, tuple | None]]] = {}  # op -> [(rule id, radius + 1, guard)]
         self._sorted: list[Candidate] | None = None
         for nid, node in graph.nodes.items():
-            for rid, _ in self._rules_for(node.op):
-                self._match_fast(rid, nid)
+            self._match_node(nid, node, None)
         for rid in range(len(self.rules)):
             if self._global[rid]:
                 for nid in graph.nodes:
@@ -158,6 +169,12 @@ class CandidateIndex:
         """Whether a node is constant-folded (requires ``cost_model``)."""
         return nid in self._const
 
+    def live_ops(self) -> int:
+        """Compute nodes that are not constant-folded (requires ``cost_model``): see :func:`live_ops`."""
+        if self.cost_model is None:
+            raise ValueError("CandidateIndex was built without a cost_model")
+        return live_ops(self.graph, self._const)
+
     def full_rematch(self) -> list[Candidate]:
         """Re-match the whole graph from scratch (for checking the incremental update)."""
         return CandidateIndex(self.graph.copy(), self.rules).candidates
@@ -176,6 +193,7 @@ class CandidateIndex:
         new._global = self._global
         new._radii = self._radii
         new._op_rules = self._op_rules
+        new._guards = self._guards
         new._sorted = self._sorted
         if self.cost_model is not None:
             new._const = set(self._const)
@@ -215,21 +233,35 @@ class CandidateIndex:
         rid, match = self._candidate(i)
         g = self.graph.copy()
         _, change = rewrite(g, self.rules[rid], match)
-        cost = float("nan")
+        cost, const = float("nan"), None
         if self.cost_model is not None:
             const, costs = set(self._const), dict(self._costs)
             update_costs(self.cost_model, g, const, costs, change)
             cost = float(sum(costs.values()))
-        return Preview(g, cost, change)
+        return Preview(g, cost, change, const)
 
-    def _rules_for(self, op: str) -> list[tuple[int, int]]:
-        """``[(rule id, radius + 1)]`` of the local (non-global) rules that may anchor at an ``op`` node."""
+    def _rules_for(self, op: str) -> list[tuple[int, int, tuple | None]]:
+        """``[(rule id, radius + 1, anchor guard)]`` of the local (non-global) rules that may anchor at an ``op`` node."""
         hit = self._op_rules.get(op)
         if hit is None:
-            hit = [(rid, self._radii[rid]) for rid, ops in enumerate(self._anchor_ops)
+            hit = [(rid, self._radii[rid], self._guards[rid]) for rid, ops in enumerate(self._anchor_ops)
                    if not self._global[rid] and (ops is None or op in ops)]
             self._op_rules[op] = hit
         return hit
+
+    def _match_node(self, nid: int, node, d: int | None) -> None:
+        """Match every local rule at ``nid`` (only those with ``radius + 1 >= d`` unless ``d`` is None)."""
+        ok: dict = {}
+        for rid, r, guard in self._rules_for(node.op):
+            if d is not None and d > r:
+                continue
+            if guard is not None:
+                v = ok.get(guard[0])
+                if v is None:
+                    v = ok[guard[0]] = bool(guard[1](self.graph, node))
+                if not v:
+                    continue
+            self._match_fast(rid, nid)
 
     def _match(self, rid: int, nid: int) -> None:
         ops = self._anchor_ops[rid]
@@ -305,9 +337,7 @@ class CandidateIndex:
                 for n in nodes:
                     self._match(rid, n)
         for n, d in dist.items():
-            for rid, r in self._rules_for(nodes[n].op):
-                if d <= r:
-                    self._match_fast(rid, n)
+            self._match_node(n, nodes[n], d)
 
 
 class Preview(NamedTuple):
@@ -316,6 +346,7 @@ class Preview(NamedTuple):
     graph: Graph
     cost: float
     change: Change
+    const: set[int] | None = None  # constant-folded node ids of ``graph`` (None without a cost model)
 
 
 def rewrite(graph: Graph, rule: Rule, match: Match) -> tuple[dict, Change]:

@@ -378,7 +378,13 @@ class PatternRule(Rule):
         self._roots = [m[0] for m in spec.mapped]
         self._sigs = tuple(_sig_id(op) for op in spec.src)
         self._root_ir_op = _IR_OP.get(spec.src[self._roots[0]].type)
+        # A necessary condition on the anchor shared by every pattern rule whose root op has
+        # the same signature; CandidateIndex evaluates it once per (node, key).
+        root_op, root_sig = spec.src[self._roots[0]], self._sigs[self._roots[0]]
+        self.anchor_guard = (("pattern_root", root_sig),
+                             lambda graph, node: op_matches(graph, node, root_op, root_sig))
         self._topo_cache: tuple[list[int], dict[int, int]] | None = None
+        self._fits_cache: dict[tuple, bool] = {}
         # True if a later root's pattern shares no variable/op with the first root's: its
         # second root is searched over the whole graph, so re-matching only within
         # ``radius`` of a change misses matches; a candidate index must re-match globally.
@@ -468,9 +474,7 @@ class PatternRule(Rule):
                     continue
                 if ref in graph.outputs or any(u not in inside for u in graph.tensor_uses(ref)):
                     return False
-        try:
-            plan_template(spec.dst, {v: graph.shape(r) for v, r in st.vars.items()}, self._out_shapes(graph, st.ops))
-        except ShapeError:
+        if not self._template_fits({v: graph.shape(r) for v, r in st.vars.items()}, self._out_shapes(graph, st.ops)):
             return False
         # No variable may be (or depend on) a matched node: the template would consume a
         # tensor that the rewrite replaces (or one downstream of it) and form a cycle.
@@ -487,6 +491,22 @@ class PatternRule(Rule):
                 seen.add(n)
                 stack.extend(s for s, _ in graph.nodes[n].inputs)
         return True
+
+    def _template_fits(self, var_shapes: dict[int, Shape], out_shapes: dict[tuple[int, int], Shape]) -> bool:
+        """Whether ``plan_template`` type-checks the destination for these shapes (memoized:
+        a pure function of the shapes)."""
+        key = (tuple(sorted(var_shapes.items())), tuple(sorted(out_shapes.items())))
+        hit = self._fits_cache.get(key)
+        if hit is None:
+            try:
+                plan_template(self.spec.dst, var_shapes, out_shapes)
+                hit = True
+            except ShapeError:
+                hit = False
+            if len(self._fits_cache) >= 10_000:
+                self._fits_cache.clear()
+            self._fits_cache[key] = hit
+        return hit
 
     def _topo_index(self, graph: Graph) -> dict[int, int]:
         """Position of every node in ``graph.topo_order()`` (cached while the order is unchanged)."""

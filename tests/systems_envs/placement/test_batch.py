@@ -124,14 +124,15 @@ def test_batch_bad_input(chain, devs2):
     assert evaluate_many(cg, np.zeros((0, 3), dtype=np.int64)).step_time_ms.shape == (0,)
 
 
-def test_batch_throughput_400_ops():
-    """Batched evaluation on a ~400-op graph (loose bound here: shared CI cores)."""
-    import time
+def test_batch_single_op_graph_without_edges(devs2):
+    from systems_envs.graph.ir import Graph
 
-    cg = compile_graph(transformer(17, 256, 4, 1, 64), "gpu4")
-    assert 350 <= cg.n <= 450
-    ps = np.random.default_rng(0).integers(0, 4, (256, cg.n))
-    t = time.perf_counter()
-    evaluate_many(cg, ps)
-    rate = len(ps) / (time.perf_counter() - t)
-    assert rate > 400, rate
+    g = Graph("lone")
+    g.set_outputs([g.add("add", [g.input("x", (1, 1000)), g.weight("w", (1, 1000))])])
+    cg = compile_graph(g, devs2)
+    br = evaluate_many(cg, [[0], [1]])
+    for k in range(2):
+        r = simulate(cg, [k])
+        np.testing.assert_array_equal(br.peak_memory_bytes[k], r.peak_memory_bytes)
+        assert br.step_time_ms[k] == r.step_time_ms
+    np.testing.assert_array_equal(br.peak_memory_bytes[:, 0], [12000, 0])
