@@ -77,6 +77,10 @@ def tiny_config() -> RunConfig:
 
 PRESETS = {"default": RunConfig, "tiny": tiny_config}
 
+#: config fields that may change between the run that wrote a checkpoint and one restoring it
+COMPAT_EXCLUDE = ("logdir", "progress", "data.load", "train.steps", "train.log_every", "train.eval_windows",
+                  "train.ks", "unseen", "unseen_episodes")
+
 
 def parse(argv: list[str] | None) -> RunConfig:
     """Parse flags; ``--config PATH`` (a saved config.json or run dir) is the base."""
@@ -152,9 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     log = RunLogger(cfg.logdir)
     like = Trainer(wm).init(params)
     t1 = time.time()
-    latest = Checkpointer(ckdir, config=cfg).latest_step() if os.path.isdir(ckdir) else None
+    latest = Checkpointer(ckdir, config=cfg, compat_exclude=COMPAT_EXCLUDE).latest_step() if os.path.isdir(ckdir) else None
     if latest is not None and latest >= cfg.train.steps:
-        state = restore_world_model(ckdir, like, cfg, latest)
+        state = restore_world_model(ckdir, like, cfg, latest, COMPAT_EXCLUDE)
         history = []
     else:
         def cb(i, m):
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
                 log.scalars(m, step=i + 1, prefix="model/")
         state, history = train(wm, params, train_store, cfg.train.steps, seed=cfg.seed, callback=cb,
                                progress=cfg.progress, state=like)
-        save_world_model(ckdir, state, cfg)
+        save_world_model(ckdir, state, cfg, compat_exclude=COMPAT_EXCLUDE)
     t_train = time.time() - t1
     metrics = fidelity.evaluate(wm, state.params, val_store, cfg.train.ks, seed=cfg.seed,
                                 max_windows=cfg.train.eval_windows, terminated_rate=float(train_store.terminated.mean()))

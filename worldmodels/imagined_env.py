@@ -10,7 +10,8 @@ Action space and mask semantics follow the real environment: rewriting has A can
 slots + stop (index A, always legal; choosing it terminates); placement has A device slots
 and no stop (if no slot is predicted legal, all are allowed, like the real env). The mask of
 the next state is ``slot exists and sigmoid(mask logit) > threshold`` over the *carried*
-slots of the start state (see `dynamics.heads`). The observation is the predicted next
+slots of the start state (see `dynamics.heads`; with the model's ``consumed_prior``, slots
+already applied in this rollout stay illegal, `WorldModel.mask_probs`). The observation is the predicted next
 latent in the encoder's latent space (the start's encoder latent after reset).
 
 ``terminated``: rewriting: stop chosen, no non-stop slot legal, or predicted termination
@@ -44,6 +45,7 @@ class Start(NamedTuple):
 
 class ImaginedState(NamedTuple):
     carry: Any
+    applied: jnp.ndarray       # bool [A+1] slots applied so far (`WorldModel.mask_probs`)
     action_mask: jnp.ndarray   # bool [n_actions]
     t: jnp.ndarray             # int32 []
     done: jnp.ndarray          # bool []
@@ -79,14 +81,16 @@ class ImaginedEnv:
     def reset(self, params, key, start: Start):
         carry = self.wm.initial_carry(params, start.latent, start.slots)
         mask = self._mask(start.action_mask.astype(bool))
-        state = ImaginedState(carry, mask, jnp.int32(0), jnp.bool_(False))
+        applied = jnp.zeros((self.num_slots + 1,), bool)
+        state = ImaginedState(carry, applied, mask, jnp.int32(0), jnp.bool_(False))
         f = jnp.bool_(False)
         return state, TimeStep(start.latent, mask, jnp.float32(0.0), f, f)
 
     def step(self, params, state: ImaginedState, action, key):
         action = jnp.asarray(action, jnp.int32)
         carry, pred = self.wm.dyn.step(params["dynamics"], state.carry, action, key)
-        legal = (jax.nn.sigmoid(pred.mask_logits) > self.threshold) & state.carry.slot_valid
+        applied = self.wm.consumed(state.applied, action)
+        legal = (self.wm.mask_probs(pred.mask_logits, applied) > self.threshold) & state.carry.slot_valid
         mask = self._mask(legal)
         term = jax.nn.sigmoid(pred.terminated) > 0.5
         if self.rewrite:
@@ -95,7 +99,7 @@ class ImaginedEnv:
         t = state.t + 1
         trunc = (t >= self.max_steps) & ~term
         done = state.done
-        new = ImaginedState(carry, mask, t, term | trunc)
+        new = ImaginedState(carry, applied, mask, t, term | trunc)
         # once done: keep the old state, zero reward
         new = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, new)
         ts = TimeStep(pred.z_next, new.action_mask, jnp.where(done, 0.0, reward).astype(jnp.float32),

@@ -737,7 +737,10 @@ class Loop:
                     from worldmodels import fidelity
                     from worldmodels.replay import Replay  # noqa: F401
                     new = episodes_to_replay(recs, self.meta, lp.replay_horizon)
-                    if st["wm"] is not None:
+                    step_next = step0 + self.B * self.T
+                    due = last_eval < 0 or step_next // lp.eval_every > last_eval // lp.eval_every \
+                        or step_next >= lp.total_env_steps
+                    if st["wm"] is not None and due:  # fresh episodes, not yet trained on
                         fm = fidelity.evaluate(self.wm, st["wm"].params, new, lp.fidelity_ks, seed=it,
                                                max_windows=lp.fidelity_windows)
                         for k_, v in fm.items():

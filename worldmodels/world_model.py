@@ -16,7 +16,7 @@ Loss (one training example = a window of T = ``seq_len`` real steps starting at 
 T+1 states are encoded with the shared encoder; the dynamics model starts from the latent of
 s_0 and the slots of s_0 (`dynamics.heads` slot design) and is unrolled over the T real
 actions (``unroll`` teacher / open), with targets: the encoder latents of s_1..s_T (stop
-gradient, so the latent loss cannot collapse the encoder), normalised rewards, terminated
+gradient, so the latent loss cannot collapse the encoder; all latents `standardise`d), normalised rewards, terminated
 flags and the carried-slot legality ``next_mask`` (see `worldmodels.replay`). Gradients
 reach the encoder through s_0's latent and slot embeddings.
 """
@@ -38,6 +38,13 @@ from encoders.graphs import Buckets, batch_observations
 from worldmodels.replay import REWRITE, Replay
 
 sg = jax.lax.stop_gradient
+
+
+def standardise(z: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+    """Parameter-free layer norm over the last axis: the dynamics sees and predicts encoder
+    latents of fixed scale, so its latent loss cannot be lowered or raised by rescaling."""
+    mu = z.mean(-1, keepdims=True)
+    return (z - mu) / jnp.sqrt(((z - mu) ** 2).mean(-1, keepdims=True) + eps)
 
 #: counts traces of the jitted train step (tests check "no retracing within a bucket")
 TRACE_COUNT = {"train_step": 0}
@@ -61,7 +68,7 @@ class WorldModelConfig:
     members: int = 3           # ensemble members
     stoch: int = 16            # rssm stochastic size
     unroll: str = "teacher"    # teacher | open (multi-step open loop)
-    seq_len: int = 4           # T: steps per training window
+    seq_len: int = 3           # T: steps per training window
     batch_size: int = 8        # windows per training step
     lr: float = 1e-3
     grad_clip: float = 1.0
@@ -70,6 +77,7 @@ class WorldModelConfig:
     terminated_coef: float = 1.0
     mask_coef: float = 1.0
     kl_coef: float = 0.1
+    consumed_prior: bool = True  # rewriting: a slot applied in the imagined trajectory is illegal afterwards
 
 
 class TrainBatch(NamedTuple):
@@ -155,7 +163,7 @@ class WorldModel:
         """(latents [num, Z], slots [num, A]) of the first ``num`` graphs of a padded batch
         whose candidate arrays (already offset) are ``cand_rule`` [num, A], ``cand_nodes``."""
         node_emb, lat = self.encoder.apply(params["encoder"], graphs)
-        return lat[:num], self.slots(node_emb, cand_rule, cand_nodes)
+        return standardise(lat[:num]), self.slots(node_emb, cand_rule, cand_nodes)
 
     def normalise_reward(self, params, r):
         n = sg(params["norm"])
@@ -180,7 +188,7 @@ class WorldModel:
             enc_params = self.encoder.init(ke, graphs)
             node_emb, lat = self.encoder.apply(enc_params, graphs)
             slots = self.slots(node_emb, rule, nodes)
-            return enc_params, self.dyn.init(kd, lat[0], jax.tree.map(lambda x: x[0], slots))
+            return enc_params, self.dyn.init(kd, standardise(lat[0]), jax.tree.map(lambda x: x[0], slots))
 
         enc_params, dyn_params = init_fn(key, batch.graphs, batch.cand_rule, batch.cand_nodes)
         r = replay.reward.astype(np.float64)
@@ -193,7 +201,7 @@ class WorldModel:
 
         b, t = batch.action.shape
         node_emb, lat = self.encoder.apply(params["encoder"], batch.graphs)
-        lat = lat[: b * (t + 1)].reshape(b, t + 1, -1)
+        lat = standardise(lat[: b * (t + 1)].reshape(b, t + 1, -1))
         lat = jnp.concatenate([lat[:, :1], sg(lat[:, 1:])], axis=1)
         slots = self.slots(node_emb, batch.cand_rule, batch.cand_nodes)
         seq = SequenceBatch(lat, slots, batch.action, self.normalise_reward(params, batch.reward),
@@ -204,18 +212,36 @@ class WorldModel:
     def initial_carry(self, params, latent, slots: SlotDescription):
         return self.dyn.initial_carry(params["dynamics"], latent, slots)
 
+    def consumed(self, applied, action):
+        """Update the bool [A+1] set of slots applied so far with ``action`` (stop excluded)."""
+        return applied.at[action].set(applied[action] | (action < self.num_slots))
+
+    def mask_probs(self, mask_logits, applied):
+        """Legality probabilities [A+1] of the carried slots. With ``consumed_prior``
+        (rewriting), slots already applied in this trajectory get 0: applying (rule, nodes)
+        rewrites those nodes, so the same candidate is never offered again (checked on
+        collected data in tests/worldmodels/test_replay.py). The
+        learned head predicts every other slot."""
+        p = jax.nn.sigmoid(mask_logits)
+        if self.kind == REWRITE and self.cfg.consumed_prior:
+            p = jnp.where(applied, 0.0, p)
+        return p
+
     def imagine(self, params, latent, slots: SlotDescription, actions, key):
         """Open-loop rollout of ONE start (latent [Z], slots [A]) under actions int32 [k].
         Returns reward [k] (env units), terminated probability [k], mask probability [k, A+1]."""
         carry = self.initial_carry(params, latent, slots)
+        applied = jnp.zeros((self.num_slots + 1,), bool)
 
-        def body(carry, xs):
+        def body(c, xs):
+            carry, applied = c
             a, k = xs
             carry, pred = self.dyn.step(params["dynamics"], carry, a, k)
-            return carry, (self.denorm_reward(params, pred.reward), jax.nn.sigmoid(pred.terminated),
-                           jax.nn.sigmoid(pred.mask_logits))
+            applied = self.consumed(applied, a)
+            return (carry, applied), (self.denorm_reward(params, pred.reward), jax.nn.sigmoid(pred.terminated),
+                                      self.mask_probs(pred.mask_logits, applied))
 
-        _, out = jax.lax.scan(body, carry, (actions, jax.random.split(key, actions.shape[0])))
+        _, out = jax.lax.scan(body, (carry, applied), (actions, jax.random.split(key, actions.shape[0])))
         return out
 
 
@@ -293,22 +319,25 @@ def train(wm: WorldModel, params, replay: Replay, steps: int, seed: int = 0, cal
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_world_model(directory: str | os.PathLike, state: TrainState, config: Any, step: int | None = None) -> int:
-    """Write ``state`` (params, optimizer state, step) with orbax; returns the step saved."""
+def save_world_model(directory: str | os.PathLike, state: TrainState, config: Any, step: int | None = None,
+                     compat_exclude: tuple[str, ...] = ("log", "loop")) -> int:
+    """Write ``state`` (params, optimizer state, step) with orbax; returns the step saved.
+    ``compat_exclude``: config fields allowed to differ at restore (see `worldmodels.checkpoint`)."""
     from worldmodels.checkpoint import Checkpointer
 
-    ck = Checkpointer(directory, config=config, keep=2)
+    ck = Checkpointer(directory, config=config, keep=2, compat_exclude=compat_exclude)
     step = int(state.step) if step is None else int(step)
     ck.save(step, {"params": state.params, "opt_state": state.opt_state, "step": state.step})
     ck.close()
     return step
 
 
-def restore_world_model(directory: str | os.PathLike, like: TrainState, config: Any, step: int | None = None) -> TrainState:
+def restore_world_model(directory: str | os.PathLike, like: TrainState, config: Any, step: int | None = None,
+                        compat_exclude: tuple[str, ...] = ("log", "loop")) -> TrainState:
     """Restore a state saved by `save_world_model` into the structure of ``like``."""
     from worldmodels.checkpoint import Checkpointer
 
-    ck = Checkpointer(directory, config=config, keep=2)
+    ck = Checkpointer(directory, config=config, keep=2, compat_exclude=compat_exclude)
     try:
         tree, _ = ck.restore({"params": like.params, "opt_state": like.opt_state, "step": like.step}, step)
     finally:

@@ -361,6 +361,21 @@ def _match_up(graph: Graph, src: Sequence[PatOp], i: int, nid: int, st: _State,
     return True
 
 
+def _root_fits(graph: Graph, node, root: PatOp, root_sig: int, kids) -> bool:
+    """Necessary condition for a pattern rooted at ``root`` to match at ``node``: the node and
+    its direct producers that play source ops (``kids``: (slot, output index, op, signature))
+    have the right types and attributes."""
+    if not op_matches(graph, node, root, root_sig):
+        return False
+    for slot, t, op, sig in kids:
+        src, idx = node.inputs[slot]
+        child = graph.nodes[src]
+        if (idx != t or child.op != _IR_OP[op.type] or len(child.inputs) != len(op.inputs)
+                or not op_matches(graph, child, op, sig)):
+            return False
+    return True
+
+
 class PatternRule(Rule):
     """A rule given by a :class:`PatternSpec`; see the module doc for the op mapping.
 
@@ -381,8 +396,9 @@ class PatternRule(Rule):
         # A necessary condition on the anchor shared by every pattern rule whose root op has
         # the same signature; CandidateIndex evaluates it once per (node, key).
         root_op, root_sig = spec.src[self._roots[0]], self._sigs[self._roots[0]]
-        self.anchor_guard = (("pattern_root", root_sig),
-                             lambda graph, node: op_matches(graph, node, root_op, root_sig))
+        kids = tuple((slot, t, spec.src[o], self._sigs[o]) for slot, (o, t) in enumerate(root_op.inputs) if o >= 0)
+        self.anchor_guard = (("pattern_root", root_sig, tuple((slot, t, sig) for slot, t, _, sig in kids)),
+                             lambda graph, node: _root_fits(graph, node, root_op, root_sig, kids))
         self._topo_cache: tuple[list[int], dict[int, int]] | None = None
         self._fits_cache: dict[tuple, bool] = {}
         # True if a later root's pattern shares no variable/op with the first root's: its

@@ -41,6 +41,9 @@ def test_carried_mask_semantics(store):
         last = s0 + n
         assert (cm[last] == 0).all()
         assert cm[s0, : min(n, 5), a].all()
+    # an applied candidate is never offered again (justifies WorldModel's consumed_prior)
+    hit = store.action < a
+    assert not cm[store.state_of[hit], :, store.action[hit]].any()
     # at h=1 no more slots can be legal than the successor offers candidates
     i = store.state_of
     assert (cm[i, 0, :a].sum(1) <= store.action_mask[i + 1, :a].sum(1)).all()

@@ -1,0 +1,83 @@
+"""Imagined environment: pure and deterministic per key, jit/vmap agree, mask and done semantics."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from worldmodels.imagined_env import ImaginedEnv, encode_starts, random_action, rollout
+from worldmodels.replay import collect
+from worldmodels.world_model import WorldModel, WorldModelConfig
+
+CFG = WorldModelConfig(width=8, depth=1, latent_dim=8, hidden=16, slot_width=8, mixtures=2)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    store = collect("GraphRewrite-v0", ["squeezenet"], 1, "random", seed=0,
+                    env_kwargs=dict(max_candidates=16, max_steps=4), horizon=2)
+    wm = WorldModel.for_replay(CFG, store, "gn", "mdnrnn")
+    params = wm.init(jax.random.key(0), store)
+    starts = encode_starts(wm, params, store, np.arange(store.num_states))
+    return store, wm, params, starts
+
+
+def one(starts, i):
+    return jax.tree.map(lambda x: x[i], starts)
+
+
+def test_reset_and_step_pure_deterministic(setup):
+    store, wm, params, starts = setup
+    env = ImaginedEnv(wm, max_steps=3)
+    s0 = one(starts, 0)
+    state, ts = env.reset(params, jax.random.key(0), s0)
+    assert ts.action_mask.shape == (17,) and bool(ts.action_mask[16])           # stop always legal
+    np.testing.assert_array_equal(np.asarray(ts.action_mask[:16]), store.action_mask[0, :16].astype(bool))
+    step = jax.jit(env.step)
+    a = jnp.int32(int(np.flatnonzero(store.action_mask[0, :16])[0]))
+    out1 = step(params, state, a, jax.random.key(7))
+    out2 = step(params, state, a, jax.random.key(7))
+    out3 = env.step(params, state, a, jax.random.key(7))                       # un-jitted agrees
+    for x, y, z in zip(jax.tree.leaves(out1), jax.tree.leaves(out2), jax.tree.leaves(out3)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(z, np.float64), rtol=1e-4, atol=1e-5)
+    # the input state was not modified (pure): stepping it again gives the same result
+    again = step(params, state, a, jax.random.key(7))
+    np.testing.assert_array_equal(np.asarray(again[1].reward), np.asarray(out1[1].reward))
+    assert int(out1[0].t) == 1
+
+
+def test_vmap_matches_single_and_stop_terminates(setup):
+    store, wm, params, starts = setup
+    env = ImaginedEnv(wm, max_steps=2)
+    n = 3
+    keys = jax.random.split(jax.random.key(1), n)
+    sub = jax.tree.map(lambda x: x[:n], starts)
+    states, _ = jax.vmap(env.reset, (None, 0, 0))(params, keys, sub)
+    stop = jnp.full(n, 16, jnp.int32)
+    new, ts = jax.vmap(env.step, (None, 0, 0, 0))(params, states, stop, keys)
+    assert np.asarray(ts.terminated).all() and not np.asarray(ts.truncated).any()
+    single_state, _ = env.reset(params, keys[1], one(sub, 1))
+    _, ts1 = env.step(params, single_state, jnp.int32(16), keys[1])
+    np.testing.assert_allclose(float(ts.reward[1]), float(ts1.reward), rtol=1e-5, atol=1e-6)
+    # once done, a step is a no-op with zero reward
+    after, ts2 = jax.vmap(env.step, (None, 0, 0, 0))(params, new, stop, keys)
+    assert (np.asarray(ts2.reward) == 0).all() and np.asarray(after.done).all()
+    np.testing.assert_array_equal(np.asarray(after.t), np.asarray(new.t))
+
+
+def test_rollout_scan_and_truncation(setup):
+    store, wm, params, starts = setup
+    env = ImaginedEnv(wm, max_steps=3)
+    idx = np.arange(64) % store.num_states
+    batch = jax.tree.map(lambda x: x[idx], starts)
+    run = jax.jit(lambda p, k, s: rollout(env, p, k, s, 5))
+    rewards, done = run(params, jax.random.key(0), batch)
+    assert rewards.shape == (5, 64) and done.shape == (5, 64)
+    assert np.asarray(done[2:]).all()                       # max_steps = 3 -> every rollout done by step 3
+    r2, _ = run(params, jax.random.key(0), batch)
+    np.testing.assert_array_equal(np.asarray(rewards), np.asarray(r2))
+    mask = jnp.array([False, True, False, True])
+    acts = jax.vmap(lambda k: random_action(k, mask))(jax.random.split(jax.random.key(3), 200))
+    assert set(np.asarray(acts).tolist()) == {1, 3}
+    with pytest.raises(ValueError, match="max_steps"):
+        ImaginedEnv(wm, max_steps=0)
