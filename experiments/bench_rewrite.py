@@ -19,17 +19,7 @@ import time
 import numpy as np
 
 from experiments._cli import run_main
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from systems_envs.graph.measure import cpu_model
 
 
 def env_step_ms(graph, rules, steps: int, seed: int = 0) -> float:

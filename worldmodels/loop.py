@@ -315,15 +315,21 @@ class Loop:
             kw["max_edges"] = c.edge_capacity
         return kw
 
-    def _make_env(self, graphs):
-        kw = dict(self.env_kwargs)
-        if "max_nodes" not in kw or "max_edges" not in kw:
+    def _capacity(self) -> dict:
+        """One observation capacity for every env (training and held-out graphs), so the
+        jitted policy and encoder compile once: twice the largest graph, a power of two."""
+        if not hasattr(self, "_caps"):
             from systems_envs.graph.load import load_graph
-            gs = [load_graph(g) for g in graphs]
+            gs = [load_graph(g) for g in self.graphs + self.heldout]
             n = max(len(g) for g in gs)
             m = max(sum(len(x.inputs) for x in g.nodes.values()) for g in gs)
-            kw.setdefault("max_nodes", next_pow2(2 * n + 2))
-            kw.setdefault("max_edges", next_pow2(2 * m + 2))
+            self._caps = {"max_nodes": next_pow2(2 * n + 2), "max_edges": next_pow2(2 * m + 2)}
+        return self._caps
+
+    def _make_env(self, graphs):
+        kw = dict(self.env_kwargs)
+        for k, v in self._capacity().items():
+            kw.setdefault(k, v)
         return gym.make(self.cfg.env.name, graph=list(graphs), **kw)
 
     # ------------------------------------------------------------------ model pieces
@@ -585,7 +591,7 @@ class Loop:
         rng = np.random.default_rng(0)
         while not done:
             key, k = jax.random.split(key)
-            feats = self._featurize(st, [o])
+            feats = self._featurize(st, [o] * self.B)  # the batch size of collection: no new compile
             if first is None:
                 first = feats
             a = int(np.asarray(act(feats, k)[0])[0]) if act else _random_legal(o, rng)

@@ -42,7 +42,8 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "sysworld"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo, else platform)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -57,7 +58,7 @@ def machine_id(threads: int) -> str:
     """Identifies where a timing is valid: platform, CPU model, onnxruntime version, threads."""
     import onnxruntime as ort
 
-    return f"{platform.system()}-{platform.machine()}|{_cpu_model()}|onnxruntime {ort.__version__}|threads {threads}"
+    return f"{platform.system()}-{platform.machine()}|{cpu_model()}|onnxruntime {ort.__version__}|threads {threads}"
 
 
 def signature_digest(graph: Graph, node: Node) -> str:
