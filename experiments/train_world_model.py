@@ -16,14 +16,12 @@ rerun with the same logdir restores the final checkpoint instead of training aga
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 import jax
-import numpy as np
 
 from worldmodels.config import ConfigError, from_dict, parse_args, replace_path, save_config
 from worldmodels.world_model import WorldModelConfig
@@ -213,6 +211,5 @@ def _print(s: dict) -> None:
 
 if __name__ == "__main__":
     from experiments._cli import run_main
-    from worldmodels.checkpoint import CheckpointError  # noqa: F401  (a ValueError: handled by run_main)
 
-    run_main(main)
+    run_main(main)  # ConfigError and CheckpointError are ValueErrors: one-line "error: ..." and exit 2

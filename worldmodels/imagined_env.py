@@ -7,7 +7,7 @@ world model, starting from encoded real states and never calling the simulator.
     state, ts = env.step(params, state, action, key)
 
 Action space and mask semantics follow the real environment: rewriting has A candidate
-slots + stop (index A, always legal; choosing it terminates); placement has A device slots
+slots + stop (index A, always legal; choosing it terminates with reward 0); placement has A device slots
 and no stop (if no slot is predicted legal, all are allowed, like the real env). The mask of
 the next state is ``slot exists and sigmoid(mask logit) > threshold`` over the *carried*
 slots of the start state (see `dynamics.heads`; with the model's ``consumed_prior``, slots
@@ -96,12 +96,16 @@ class ImaginedEnv:
         if self.rewrite:
             term = term | (action == self.num_slots) | ~mask[: self.num_slots].any()
         reward = self.wm.denorm_reward(params, pred.reward)
+        if self.rewrite:  # stopping changes nothing: reward 0, as in the real environment
+            reward = jnp.where(action == self.num_slots, 0.0, reward)
         t = state.t + 1
         trunc = (t >= self.max_steps) & ~term
         done = state.done
         new = ImaginedState(carry, applied, mask, t, term | trunc)
         # once done: keep the old state, zero reward
-        new = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, new)
+        # (leaves the step passed through unchanged, e.g. the carried slots, are the same
+        # traced value: skip the select for them - it would copy [A+1, S] per rollout per step)
+        new = jax.tree.map(lambda a, b: b if a is b else jnp.where(done, a, b), state, new)
         ts = TimeStep(pred.z_next, new.action_mask, jnp.where(done, 0.0, reward).astype(jnp.float32),
                       jnp.where(done, False, term), jnp.where(done, False, trunc))
         return new, ts

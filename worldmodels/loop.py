@@ -17,6 +17,8 @@ One *iteration* (``mode=model_based``):
    return of the deterministic controller per training and held-out graph, the imagined
    return of the same controller from the same start and the gap) and log.
 
+``controller.train_env=real`` in model-based mode trains the controller on the (re-encoded)
+real batches only while the world model is still learned and validated (``real_ratio`` 1).
 ``mode=model_free`` runs the same controller algorithm on the real environment only
 (PPO: the GNN policy over raw graph observations; CMA-ES: fitness = real episodes), with
 the same logging against real environment steps.
@@ -525,7 +527,8 @@ class Loop:
             kp, key = jax.random.split(key)
             pool = self.start_pool(st["wm"].params, kp)
             n = lp.controller_updates_per_iter
-            n_real = int(round(lp.real_ratio * n)) if real_batch is not None else 0
+            ratio = 1.0 if c.train_env == "real" else lp.real_ratio  # train_env=real: real batches only
+            n_real = int(round(ratio * n)) if real_batch is not None else 0
             rets, ms = [], []
             for u in range(n):
                 key, k = jax.random.split(key)
@@ -760,7 +763,8 @@ class Loop:
                         st["wm"] = self._init_model(k_wm)
                         st["agent"] = self._init_agent(st, jax.random.fold_in(k_wm, 1))
                     scal.update(self.train_model(st, k_wm))
-                    if batch is not None and lp.real_ratio > 0:  # re-encode with the updated encoder
+                    if batch is not None and (lp.real_ratio > 0 or cfg.controller.train_env == "real"):
+                        # the real batch, re-encoded with the updated encoder
                         batch = self._reencode(st, batch, raw_steps)
                 scal.update(self.train_controller(st, k_ctl, batch, it))
             st["iteration"] = it + 1
@@ -803,7 +807,7 @@ class Loop:
     def train_model(self, st, key) -> dict:
         from worldmodels.world_model import make_train_batch, sample_starts, train_buckets
         rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
-        buckets = train_buckets(self.replay, self.wm.cfg)
+        buckets = self._train_buckets = self._fixed_buckets(train_buckets(self.replay, self.wm.cfg))
         losses = []
         for _ in range(self.cfg.loop.model_updates_per_iter):
             key, k = jax.random.split(key)
@@ -812,6 +816,22 @@ class Loop:
             st["wm"], m = self.trainer.step(st["wm"], b, k)
             losses.append({k_: float(v) for k_, v in m.items()})
         return {f"model/{k_}": float(np.mean([m[k_] for m in losses])) for k_ in losses[-1]} if losses else {}
+
+    def _fixed_buckets(self, need):
+        """One training capacity for the whole run (one compile): room for 1.5x the largest
+        graph in every window state, grown only if the replay ever needs more."""
+        from encoders.graphs import Buckets
+        cur = getattr(self, "_train_buckets", None)
+        if cur is None:
+            from systems_envs.graph.load import load_graph
+            g = self.wm.cfg.batch_size * (self.wm.cfg.seq_len + 1)
+            gs = [load_graph(x) for x in self.graphs]
+            n = max(len(x) for x in gs)
+            m = max(sum(len(v.inputs) for v in x.nodes.values()) for x in gs)
+            cur = Buckets(nodes=(next_pow2(int(1.5 * n) * g + 1),), edges=(next_pow2(int(1.5 * m) * g),))
+        if need.nodes[0] > cur.nodes[0] or need.edges[0] > cur.edges[0]:
+            cur = Buckets(nodes=(max(need.nodes[0], cur.nodes[0]),), edges=(max(need.edges[0], cur.edges[0]),))
+        return cur
 
     def _reencode(self, st, batch: Transition, raw_steps: list[list[dict]]) -> Transition:
         """The real PPO batch with its observations re-encoded by the updated encoder (the

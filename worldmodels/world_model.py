@@ -62,8 +62,8 @@ class WorldModelConfig:
     width: int = 32            # encoder node-embedding width
     depth: int = 2             # encoder message-passing blocks
     latent_dim: int = 32       # encoder latent Z
-    hidden: int = 64           # dynamics hidden size (LSTM / GRU deter / member MLP)
-    slot_width: int = 32       # action-slot embedding width
+    hidden: int = 32           # dynamics hidden size (LSTM / GRU deter / member MLP, heads)
+    slot_width: int = 16       # action-slot embedding width
     mixtures: int = 3          # mdnrnn mixture components
     members: int = 3           # ensemble members
     stoch: int = 16            # rssm stochastic size

@@ -45,3 +45,10 @@ def test_tiny_ablation_over_mode(tmp_path):
         assert (tmp_path / f).exists()
     md = (tmp_path / "table.md").read_text()
     assert "loop.mode=model_based" in md and "loop.mode=model_free" in md
+
+
+def test_bench_steps_to_reach():
+    from experiments.bench_train import steps_to_reach
+    curve = [(128, 0.1), (256, 0.3), (512, 0.2)]
+    assert steps_to_reach(curve, 0.25) == 256
+    assert steps_to_reach(curve, 0.5) is None

@@ -53,12 +53,17 @@ def test_vmap_matches_single_and_stop_terminates(setup):
     keys = jax.random.split(jax.random.key(1), n)
     sub = jax.tree.map(lambda x: x[:n], starts)
     states, _ = jax.vmap(env.reset, (None, 0, 0))(params, keys, sub)
+    first = jnp.asarray(np.argmax(store.action_mask[:n, :16], axis=1).astype(np.int32))
+    moved, tm = jax.vmap(env.step, (None, 0, 0, 0))(params, states, first, keys)
+    single_state, _ = env.reset(params, keys[1], one(sub, 1))
+    s1, ts1 = env.step(params, single_state, first[1], keys[1])
+    np.testing.assert_allclose(float(tm.reward[1]), float(ts1.reward), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(tm.action_mask[1]), np.asarray(ts1.action_mask))
+    assert not bool(ts1.action_mask[int(first[1])])         # an applied candidate is consumed
     stop = jnp.full(n, 16, jnp.int32)
     new, ts = jax.vmap(env.step, (None, 0, 0, 0))(params, states, stop, keys)
     assert np.asarray(ts.terminated).all() and not np.asarray(ts.truncated).any()
-    single_state, _ = env.reset(params, keys[1], one(sub, 1))
-    _, ts1 = env.step(params, single_state, jnp.int32(16), keys[1])
-    np.testing.assert_allclose(float(ts.reward[1]), float(ts1.reward), rtol=1e-5, atol=1e-6)
+    assert (np.asarray(ts.reward) == 0).all()               # stop: reward 0 as in the real env
     # once done, a step is a no-op with zero reward
     after, ts2 = jax.vmap(env.step, (None, 0, 0, 0))(params, new, stop, keys)
     assert (np.asarray(ts2.reward) == 0).all() and np.asarray(after.done).all()
