@@ -27,6 +27,7 @@ class EnsembleCarry(NamedTuple):
     z: jnp.ndarray            # [E, Z]
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
+    keys: jnp.ndarray         # [A+1, hidden + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
 
 
 class Member(nn.Module):
@@ -71,7 +72,8 @@ class Ensemble(nn.Module):
 
     def initial_carry(self, latent, desc: SlotDescription, key=None) -> EnsembleCarry:
         slots, valid = self.slot_embed(desc)
-        return EnsembleCarry(jnp.broadcast_to(latent, (self.n_members, latent.shape[-1])), slots, valid)
+        return EnsembleCarry(jnp.broadcast_to(latent, (self.n_members, latent.shape[-1])), slots, valid,
+                             self.heads.keys(slots))
 
     def predict_members(self, carry: EnsembleCarry, action):
         """Per-member (means, logvars) [E, Z] for the action embedding slots[action]."""
@@ -85,7 +87,7 @@ class Ensemble(nn.Module):
         z = means[e]
         if self.probabilistic:
             z = z + jnp.exp(0.5 * logvars[e]) * jax.random.normal(kn, z.shape)
-        rew, term, mask = self.heads(jnp.concatenate([z, a]), carry.slots, carry.slot_valid)
+        rew, term, mask = self.heads(jnp.concatenate([z, a]), carry.keys, carry.slot_valid)
         info = {"disagreement": means.std(0).mean(), "member": e, "z_mean": means.mean(0)}
         return carry._replace(z=jnp.broadcast_to(z, carry.z.shape)), Predictions(z, rew, term, mask, info)
 
@@ -100,5 +102,5 @@ class Ensemble(nn.Module):
         else:
             nll = ((means - latent_next) ** 2).mean()
         z_next = means if open_loop else jnp.broadcast_to(latent_next, means.shape)
-        heads = self.heads(jnp.concatenate([z_next.mean(0), a]), carry.slots, carry.slot_valid)
+        heads = self.heads(jnp.concatenate([z_next.mean(0), a]), carry.keys, carry.slot_valid)
         return carry._replace(z=z_next), {"latent": nll, "disagreement": means.std(0).mean()}, heads

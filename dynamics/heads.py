@@ -89,18 +89,33 @@ class SlotEmbed(nn.Module):
 
 
 class Heads(nn.Module):
-    """feat [F], slots [A+1, S], slot_valid [A+1] -> (reward [], terminated logit [],
-    mask_logits [A+1]); mask logit j scores "slot j is legal in the predicted state"."""
+    """Reward, termination and action-mask heads.
+
+    ``keys(slots [A+1, S]) -> [A+1, width + 1]``: per-slot keys (an MLP of the slot vector;
+    the last column acts as a per-slot bias). They depend only on the carried slots,
+    so the models compute them ONCE in ``initial_carry`` and keep them in the carry.
+    ``__call__(feat [F], keys [A+1, width + 1], slot_valid [A+1]) -> (reward [],
+    terminated logit [], mask_logits [A+1])``: mask logit j ("slot j is legal in the
+    predicted state") is the bilinear score ``keys[j] . [query(feat), 1]``, O(A * width)
+    multiply-adds per step instead of an MLP per slot (slots consumed by the rollout are
+    handled by `WorldModel.mask_probs`)."""
 
     width: int
 
-    @nn.compact
-    def __call__(self, feat, slots, slot_valid):
-        reward = MLP((self.width, 1))(feat)[0]
-        term = MLP((self.width, 1))(feat)[0]
-        h = nn.Dense(self.width)(feat)
-        s = nn.Dense(self.width, use_bias=False)(slots)
-        logits = MLP((self.width, 1))(nn.silu(h[None] + s))[:, 0]
+    def setup(self):
+        self.reward_mlp = MLP((self.width, 1))
+        self.term_mlp = MLP((self.width, 1))
+        self.query = MLP((self.width, self.width))
+        self.key = MLP((self.width, self.width + 1))
+
+    def keys(self, slots):
+        return self.key(slots)
+
+    def __call__(self, feat, keys, slot_valid):
+        reward = self.reward_mlp(feat)[0]
+        term = self.term_mlp(feat)[0]
+        q = jnp.concatenate([self.query(feat), jnp.ones((1,), feat.dtype)])
+        logits = keys @ q  # no slicing of keys: a slice of [B, A+1, W] would be copied every step
         return reward, term, jnp.where(slot_valid, logits, NEG_LOGIT)
 
 

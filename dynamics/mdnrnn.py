@@ -1,7 +1,8 @@
 """MDN-RNN (Ha & Schmidhuber, 2018): an LSTM over (latent, action embedding) whose output
 parametrises a mixture of `n_mixtures` diagonal Gaussians over the next latent.
 
-Carry: LSTM state (c, h) [hidden], the current latent z [Z], and the carried slots.
+Carry: LSTM state (c, h) [hidden], the current latent z [Z], and the carried slots with their
+mask-head keys (computed once per rollout, `dynamics.heads.Heads`).
 step: advance the LSTM with (z, slots[action]); sample a component with logits / temperature
 and z_next = mu + sigma * sqrt(temperature) * eps; reward / termination / mask heads read h.
 Loss: mixture negative log-likelihood of the next latent (per latent dimension) + heads.
@@ -25,6 +26,7 @@ class MDNCarry(NamedTuple):
     z: jnp.ndarray            # [Z] current latent
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
+    keys: jnp.ndarray         # [A+1, hidden + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
 
 
 def mixture_log_prob(logits, means, log_std, x):
@@ -56,7 +58,7 @@ class MDNRNN(nn.Module):
     def initial_carry(self, latent, desc: SlotDescription, key=None) -> MDNCarry:
         slots, valid = self.slot_embed(desc)
         zeros = jnp.zeros((self.hidden,), latent.dtype)
-        return MDNCarry(zeros, zeros, latent, slots, valid)
+        return MDNCarry(zeros, zeros, latent, slots, valid, self.heads.keys(slots))
 
     def _advance(self, carry: MDNCarry, action):
         x = nn.silu(self.inp(jnp.concatenate([carry.z, carry.slots[action]])))
@@ -65,7 +67,7 @@ class MDNRNN(nn.Module):
         p = self.mdn(out)
         logits, means, log_std = p[:m], p[m:m + m * z].reshape(m, z), p[m + m * z:].reshape(m, z)
         log_std = jnp.clip(log_std, -7.0, 3.0)
-        return c, h, (logits, means, log_std), self.heads(h, carry.slots, carry.slot_valid)
+        return c, h, (logits, means, log_std), self.heads(h, carry.keys, carry.slot_valid)
 
     def step(self, carry: MDNCarry, action, key, temperature=None):
         tau = self.temperature if temperature is None else temperature

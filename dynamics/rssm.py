@@ -33,6 +33,7 @@ class RSSMCarry(NamedTuple):
     z: jnp.ndarray            # [stoch] or [stoch * classes]
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
+    keys: jnp.ndarray         # [A+1, hidden + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
 
 
 class RSSM(nn.Module):
@@ -96,7 +97,7 @@ class RSSM(nn.Module):
         slots, valid = self.slot_embed(desc)
         h = jnp.zeros((self.deter,), latent.dtype)
         z = self._sample(self.post_net(jnp.concatenate([h, latent])), key)
-        return RSSMCarry(h, z, slots, valid)
+        return RSSMCarry(h, z, slots, valid, self.heads.keys(slots))
 
     def observe(self, carry: RSSMCarry, latent, key=None) -> RSSMCarry:
         """Filtering: z = posterior sample given the real encoder latent of the current state."""
@@ -111,7 +112,7 @@ class RSSM(nn.Module):
         h, prior = self._img(carry, action)
         z = self._sample(prior, key)
         feat = jnp.concatenate([h, z])
-        rew, term, mask = self.heads(feat, carry.slots, carry.slot_valid)
+        rew, term, mask = self.heads(feat, carry.keys, carry.slot_valid)
         return carry._replace(h=h, z=z), Predictions(self.decoder(feat), rew, term, mask, {})
 
     def train_step(self, carry: RSSMCarry, action, latent_next, key, open_loop: bool):
@@ -125,5 +126,5 @@ class RSSM(nn.Module):
         rep = self._kl(post, sg(prior))
         a = self.kl_balance
         kl_loss = a * jnp.maximum(dyn, self.free_bits) + (1 - a) * jnp.maximum(rep, self.free_bits)
-        heads = self.heads(feat, carry.slots, carry.slot_valid)
+        heads = self.heads(feat, carry.keys, carry.slot_valid)
         return carry._replace(h=h, z=z), {"latent": recon, "kl": kl_loss, "kl_value": dyn}, heads

@@ -112,8 +112,13 @@ class ImaginedEnv:
 
 
 def random_action(key, mask):
-    """Uniform over the legal actions of a bool mask [n]."""
-    return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+    """Uniform over the legal actions of a bool mask [n] (at least one legal): draws ONE
+    uniform integer i < (number of legal actions) and returns the i-th legal action (one
+    random draw per call instead of n Gumbel draws)."""
+    mask = mask.astype(bool)
+    count = jnp.cumsum(mask.astype(jnp.int32))                  # [n] legal actions up to j
+    i = jax.random.randint(key, (), 0, jnp.maximum(count[-1], 1))
+    return jnp.argmax(mask & (count == i + 1)).astype(jnp.int32)
 
 
 def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int):

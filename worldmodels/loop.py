@@ -365,7 +365,6 @@ class Loop:
     def _make_agent(self):
         c = self.cfg.controller
         if c.name == "ppo":
-            from worldmodels.config import PPOConfig  # noqa: F401
             kw = {**to_dict(c.ppo), "num_rules": max(c.ppo.num_rules, self.num_rules + 1)}
             return LatentPPO(**kw) if self.model_based else PPO(**kw)
         if c.name == "cmaes":
@@ -744,7 +743,6 @@ class Loop:
                     scal["real/episode_return"] = float(np.mean(rets))
                 if self.model_based:
                     from worldmodels import fidelity
-                    from worldmodels.replay import Replay  # noqa: F401
                     new = episodes_to_replay(recs, self.meta, lp.replay_horizon)
                     step_next = step0 + self.B * self.T
                     due = last_eval < 0 or step_next // lp.eval_every > last_eval // lp.eval_every \

@@ -214,7 +214,8 @@ class WorldModel:
 
     def consumed(self, applied, action):
         """Update the bool [A+1] set of slots applied so far with ``action`` (stop excluded)."""
-        return applied.at[action].set(applied[action] | (action < self.num_slots))
+        hit = (jnp.arange(applied.shape[-1]) == action) & (action < self.num_slots)
+        return applied | hit  # elementwise (a scatter is slow under vmap on CPU)
 
     def mask_probs(self, mask_logits, applied):
         """Legality probabilities [A+1] of the carried slots. With ``consumed_prior``

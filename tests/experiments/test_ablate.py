@@ -35,7 +35,6 @@ def test_ray_missing_is_one_line(tmp_path):
     assert r.returncode == 2 and "needs the 'ray' package" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
 def test_tiny_ablation_over_mode(tmp_path):
     r = subprocess.run([sys.executable, "-m", "experiments.ablate", "--base", "tiny", "--grid",
                         "loop.mode=model_based,model_free", "--seeds", "1", "--workers", "2", "--logdir", str(tmp_path),

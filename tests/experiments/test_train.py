@@ -40,7 +40,6 @@ def _check_strict(logdir):
     return sc
 
 
-@pytest.mark.slow
 def test_model_free_tiny_run(tmp_path):
     r = _run(_cmd(tmp_path, "--loop.mode", "model_free"))
     assert r.returncode == 0, r.stderr[-2000:]
