@@ -45,6 +45,23 @@ def test_builtin_builds_validates_and_runs(name):
     outs = execute(g, seed=0)
     assert [o.shape for o in outs] == out_shapes
     assert all(np.isfinite(o).all() and np.abs(o).max() > 0 for o in outs)
+    assert_onnxruntime_matches(g, outs)
+
+
+def assert_onnxruntime_matches(g, reference_outputs):
+    """Export ``g`` to ONNX, run it in onnxruntime on the executor's seed-0 feeds, compare."""
+    import onnxruntime as ort
+
+    from systems_envs.graph.onnx_io import export_onnx
+
+    model = export_onnx(g, seed=0)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = random_feeds(g, seed=0)
+    got = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+    assert len(got) == len(reference_outputs)
+    for a, b in zip(got, reference_outputs):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
 
 
 def test_architecture_details():
@@ -134,6 +151,9 @@ def test_load_graph_taso_files(path):
     g.validate()
     assert g.name == path.stem and g.num_ops() > 0
     assert load_graph(str(path)).hash() == g.hash()
+    outs = execute(g, seed=0)
+    assert all(np.isfinite(o).all() for o in outs)
+    assert_onnxruntime_matches(g, outs)
 
 
 def test_load_graph_errors(tmp_path):
