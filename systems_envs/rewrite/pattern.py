@@ -284,11 +284,17 @@ def _pad_mode(node, x: Shape, w: Shape) -> set[int]:
 # never change for a given node object (ids are not reused and replace_uses keeps shapes).
 _OP_MATCH_CACHE: dict[tuple, bool] = {}
 _OP_MATCH_CACHE_MAX = 200_000
-_SIG_IDS: dict[tuple, int] = {}  # (type, params, arity) -> small int: what op_matches depends on
+_SIG_IDS: dict[tuple, int] = {}  # (type, params, arity, depthwise) -> small int: what op_matches depends on
+DEPTHWISE_VAR = -19  # TASO's generator variable w13 [C, 1, 3, 3]: the only depthwise kernel
+
+
+def _depthwise(op: PatOp) -> bool:
+    """A conv whose kernel is TASO's depthwise variable; every other conv was verified with groups = 1."""
+    return op.type == CONV2D and op.inputs[1][0] == DEPTHWISE_VAR
 
 
 def _sig_id(op: PatOp) -> int:
-    return _SIG_IDS.setdefault((op.type, op.params, len(op.inputs)), len(_SIG_IDS))
+    return _SIG_IDS.setdefault((op.type, op.params, len(op.inputs), _depthwise(op)), len(_SIG_IDS))
 
 
 def op_matches(graph: Graph, node, op: PatOp, sig: int | None = None) -> bool:
@@ -310,7 +316,13 @@ def _op_matches(graph: Graph, node, op: PatOp) -> bool:
     nodes = graph.nodes
     ins = [nodes[s].shapes[i] for s, i in node.inputs]
     if t == CONV2D:
-        return (node.op == "conv2d" and len(node.inputs) == 2 and tuple(node.attrs["dilations"]) == (1, 1)
+        # Groups are inferred from shapes when a rule is instantiated, so a rule is sound only
+        # for the grouping it was verified with: dense kernels (groups = 1), or depthwise for
+        # TASO's depthwise variable. (Merging two depthwise convs along the output channels,
+        # e.g., would interleave their channels wrongly.)
+        grouping_ok = node.attrs["groups"] == 1 or (_depthwise(op) and ins[1][1] == 1)
+        return (grouping_ok and node.op == "conv2d" and len(node.inputs) == 2
+                and tuple(node.attrs["dilations"]) == (1, 1)
                 and tuple(node.attrs["strides"]) == (op.p(STRIDE_H), op.p(STRIDE_W))
                 and node.attrs["activation"] == ACTI_NAMES.get(op.p(ACTI))
                 and op.p(PAD) in _pad_mode(node, ins[0], ins[1]))

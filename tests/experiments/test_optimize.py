@@ -59,3 +59,59 @@ def test_optimize_bad_input(args):
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+
+
+def _ort_outputs(path, seed=0):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in sess.get_inputs()}
+    return sess.run(None, feeds)
+
+
+def _assert_same_outputs(ref_path, out_path):
+    for a, b in zip(_ort_outputs(ref_path), _ort_outputs(out_path), strict=True):
+        scale = max(1.0, float(np.abs(a).max()))
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * scale)
+
+
+# Graphs where a rule applies, so the cost must drop strictly; the others must not rise.
+STRICT = {"inception_v3", "squeezenet", "bert", "resnet50", "resnext50", "nasrnn", "nasnet_a", "vit"}
+
+
+@pytest.mark.parametrize("name", sorted(STRICT))
+def test_optimize_out_every_benchmark_graph(tmp_path, capsys, name):
+    """A few greedy rewrites on each benchmark graph: the written ONNX computes what the input does."""
+    from experiments.optimize import main
+    from systems_envs.graph.models import build_graph
+    from systems_envs.graph.onnx_io import export_onnx
+
+    out = tmp_path / "opt.onnx"
+    summary = main([name, "--search", "greedy", "--budget", "3", "--out", str(out)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    assert summary["cost_after_ms"] <= summary["cost_before_ms"]
+    if name in STRICT:
+        assert summary["cost_after_ms"] < summary["cost_before_ms"] and summary["rewrites"] > 0
+    ref = tmp_path / "ref.onnx"
+    export_onnx(build_graph(name), ref)
+    _assert_same_outputs(ref, out)
+
+
+def test_optimize_out_pytorch_exported_model(tmp_path, capsys):
+    """A PyTorch-exported ONNX model (conv-bn-relu block + linear head) optimises and stays equivalent."""
+    torch = pytest.importorskip("torch")
+    from experiments.optimize import main
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 8 * 8, 10),
+    ).eval()
+    src = tmp_path / "torch_block.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(src), dynamo=False, opset_version=13,
+                      do_constant_folding=False)
+    out = tmp_path / "opt.onnx"
+    summary = main([str(src), "--search", "greedy", "--out", str(out)])
+    assert summary["cost_after_ms"] < summary["cost_before_ms"] and summary["rewrites"] > 0
+    _assert_same_outputs(src, out)
