@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from worldmodels.config import (Config, ConfigError, PRESETS, config_hash, get_preset, load_config,
+from worldmodels.config import (Config, ConfigError, PRESETS, config_hash, default_config, get_preset, load_config,
                                 parse_args, replace_path, save_config)
 
 
 def test_defaults_and_section_flags():
     cfg = parse_args([])
-    assert cfg == Config()
+    assert cfg == default_config() == get_preset("default")  # no flags: the README's main job
     cfg = parse_args(["--controller.ppo.lr", "0.001", "--seed=3", "--log.progress", "false",
                       "--env.graph", "bert"])
     assert cfg.controller.ppo.lr == 0.001 and cfg.seed == 3
