@@ -15,7 +15,6 @@ import dataclasses
 import difflib
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from dynamics.base import DynamicsModel

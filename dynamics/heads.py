@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -65,7 +64,6 @@ def rewrite_slots(node_embeddings: jnp.ndarray, candidate_rule: jnp.ndarray,
 
 def feature_slots(features: jnp.ndarray, valid: jnp.ndarray | None = None) -> SlotDescription:
     """Slots described by feature vectors only (placement: device one-hot / device features [A, Fs])."""
-    a = features.shape[-2]
     valid = jnp.ones(features.shape[:-1], bool) if valid is None else valid.astype(bool)
     return SlotDescription(jnp.full(features.shape[:-1], -1, jnp.int32), features, valid)
 

@@ -184,7 +184,6 @@ def episodes_to_replay(records: list[EpisodeRecord], meta: dict, horizon: int):
             cols["cost"].append(c)
         n += len(r.states)
     off = lambda xs: np.concatenate([[0], np.cumsum([len(x) for x in xs])]).astype(np.int64)  # noqa: E731
-    cat = lambda name: np.concatenate([getattr(r, name) for r in records]) if records else np.zeros(0)  # noqa: E731
     return Replay(
         meta=dict(meta), node_features=np.concatenate(cols["nf"]), node_offset=off(cols["nf"]),
         edge_features=np.concatenate(cols["ef"]), senders=np.concatenate(cols["snd"]).astype(np.int32),

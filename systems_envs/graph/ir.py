@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from systems_envs.graph.ops import OPS, SOURCE_OPS, Shape, ShapeError, infer_shapes, normalize_attrs
+from systems_envs.graph.ops import SOURCE_OPS, Shape, ShapeError, infer_shapes, normalize_attrs
 
 TensorRef = tuple[int, int]
 
@@ -415,8 +414,3 @@ def topological_sort(deps: Mapping[int, Sequence[int]], label=lambda k: str(k)) 
         stuck = min(k for k, v in indeg.items() if v > 0)
         raise GraphError(f"node {label(stuck)!r} is on a cycle: the graph is not a DAG")
     return order
-
-
-def numel(shape: Shape) -> int:
-    """Number of elements of a shape."""
-    return math.prod(shape)

@@ -40,7 +40,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from systems_envs.graph.ir import Graph, GraphError, Node, TensorRef
-from systems_envs.graph.ops import same_pads
 
 FLOAT = TensorProto.FLOAT
 IR_VERSION = 10  # ONNX IR version of models we build (onnxruntime 1.32 runs it; opsets <= 21)

@@ -288,7 +288,6 @@ OPS: dict[str, OpSpec] = {
 }
 
 SOURCE_OPS = ("input", "weight")
-FUSABLE_ACTIVATION_OPS = ("conv2d", "matmul", "linear", "maxpool", "avgpool")
 
 
 def _freeze(value: Any) -> Any:

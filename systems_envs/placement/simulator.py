@@ -182,7 +182,6 @@ def compile_graph(graph: Graph, devices: DeviceSet | str,
     op_ids = [nid for nid in order if graph.nodes[nid].op not in SOURCE_OPS and nid not in const]
     if not op_ids:
         raise GraphError(f"graph {graph.name!r} has no operators to place")
-    index = {nid: i for i, nid in enumerate(op_ids)}
     models = {}
     for s in devices.specs:
         models.setdefault(s.name, CostModel(s))

@@ -1,7 +1,6 @@
 """CMA-ES: minimises a known function via evosax; improves a toy controller's return."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 from evosax.algorithms import CMA_ES
 
 from controllers import make_controller

@@ -1,5 +1,4 @@
 """Dynamics models: shapes, purity, learning on a synthetic latent system, ensemble disagreement."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from dynamics import SequenceBatch, feature_slots, make_dynamics, rewrite_slots
+from dynamics import SequenceBatch, make_dynamics, rewrite_slots
 from dynamics.heads import NEG_LOGIT, SlotDescription
 
 Z, A, T, B = 4, 4, 4, 16

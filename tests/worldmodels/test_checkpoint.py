@@ -1,7 +1,6 @@
 """Checkpoints: exact round trip, keep-k, incompatible config / structure, corrupt step,
 and a kill -9 during a save never harms the last good checkpoint."""
 import os
-import shutil
 import signal
 import subprocess
 import sys

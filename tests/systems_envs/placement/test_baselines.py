@@ -6,7 +6,7 @@ import pytest
 
 from systems_envs.placement.baselines import BASELINES, anneal, run_baseline
 from systems_envs.placement.devices import get_device_set
-from systems_envs.placement.simulator import compile_graph, simulate, step_time
+from systems_envs.placement.simulator import compile_graph, step_time
 
 from .conftest import branchy
 

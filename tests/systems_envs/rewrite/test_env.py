@@ -10,7 +10,7 @@ import systems_envs  # noqa: F401  (registers GraphRewrite-v0)
 from systems_envs.graph.executor import execute
 from systems_envs.graph.ir import GraphError
 from systems_envs.rewrite.env import GraphRewriteEnv
-from tests.systems_envs.rewrite.test_candidates import random_graph, real_rules, toy_rules
+from tests.systems_envs.rewrite.test_candidates import random_graph, toy_rules
 
 
 def make(graph=None, **kw):
