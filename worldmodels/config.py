@@ -123,7 +123,6 @@ class LoopConfig:
     imagined_horizon: int = 16
     real_ratio: float = 0.1
     eval_every: int = 5_000         # real env steps between evaluations
-    eval_episodes: int = 8
     checkpoint_every: int = 10_000  # real env steps between checkpoints
     keep_checkpoints: int = 3
     mode: str = "model_based"       # model_based | model_free (same controller, real env only)
@@ -144,7 +143,6 @@ class LogConfig:
     logdir: str = "runs"
     run_name: str = ""              # "" = derived from preset and seed
     progress: bool = True           # progress bars
-    log_every: int = 1_000          # real env steps between scalar logs
 
 
 @dataclass(frozen=True)
@@ -283,7 +281,7 @@ def default_config() -> Config:
         "controller.ppo.hidden": 64, "controller.ppo.rollout_len": 32, "controller.ppo.lr": 1e-3,
         "loop.total_env_steps": 2048, "loop.model_updates_per_iter": 30, "loop.controller_updates_per_iter": 4,
         "loop.imagined_horizon": 10, "loop.horizon_schedule": (1, 8), "loop.real_ratio": 0.25,
-        "loop.eval_every": 256, "loop.checkpoint_every": 256, "log.log_every": 128,
+        "loop.eval_every": 256, "loop.checkpoint_every": 256,
     })
 
 
@@ -300,7 +298,7 @@ def tiny_config() -> Config:
         "loop.total_env_steps": 64, "loop.model_updates_per_iter": 3, "loop.controller_updates_per_iter": 2,
         "loop.imagined_envs": 4, "loop.start_pool": 8, "loop.imagined_horizon": 4, "loop.horizon_schedule": (0, 2),
         "loop.eval_every": 32, "loop.checkpoint_every": 16, "loop.fidelity_windows": 8, "loop.search_budget": 10,
-        "log.progress": False, "log.log_every": 16,
+        "log.progress": False,
     })
 
 

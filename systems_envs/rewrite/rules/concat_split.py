@@ -76,12 +76,8 @@ class UnaryOutOfConcat(BaseRule):
         n = g.nodes[nid]
         if n.op != "concat":
             return []
-        us = [producer(g, r, *UNARY) for r in n.inputs]
-        if any(u is None for u in us) or len({u.op for u in us}) != 1:
-            return []
-        if not all(only_used_by(g, u.id, nid) for u in us) or len({u.id for u in us}) != len(us):
-            return []
-        return [self.m((nid, *(u.id for u in us)))]
+        us = sole_producers(g, n, *UNARY, same=lambda u: u.op)
+        return [self.m((nid, *(u.id for u in us)))] if us is not None else []
 
     def apply(self, g: Graph, match: Match) -> set[int]:
         n = g.nodes[match.nodes[0]]
@@ -101,10 +97,11 @@ class BinaryIntoConcat(BaseRule):
         n = g.nodes[nid]
         if n.op not in BINARY:
             return []
-        c1, c2 = (producer(g, r, "concat") for r in n.inputs)
-        if c1 is None or c2 is None or not (c1.shape == c2.shape == n.shape) or _axis(c1) != _axis(c2):
+        cs = sole_producers(g, n, "concat", distinct=False)
+        if cs is None:
             return []
-        if len(c1.inputs) != len(c2.inputs) or not (only_used_by(g, c1.id, nid) and only_used_by(g, c2.id, nid)):
+        c1, c2 = cs
+        if not (c1.shape == c2.shape == n.shape) or _axis(c1) != _axis(c2) or len(c1.inputs) != len(c2.inputs):
             return []
         if any(g.shape(a) != g.shape(b) for a, b in zip(c1.inputs, c2.inputs)):
             return []
@@ -127,16 +124,12 @@ class ConcatAxisSwap(BaseRule):
         n = g.nodes[nid]
         if n.op != "concat" or len(n.inputs) < 2:
             return []
-        inner = [producer(g, r, "concat") for r in n.inputs]
-        if any(c is None for c in inner) or len({c.id for c in inner}) != len(inner):
+        inner = sole_producers(g, n, "concat", same=lambda c: (_axis(c), len(c.inputs)))
+        if inner is None:
             return []
         p, q = _axis(n), _axis(inner[0])
         k = len(inner[0].inputs)
-        if q == p or k < 2 or any(_axis(c) != q or len(c.inputs) != k for c in inner):
-            return []
-        if any(len({g.shape(c.inputs[j])[q] for c in inner}) != 1 for j in range(k)):
-            return []
-        if not all(only_used_by(g, c.id, nid) for c in inner):
+        if q == p or k < 2 or any(len({g.shape(c.inputs[j])[q] for c in inner}) != 1 for j in range(k)):
             return []
         return [self.m((nid, *(c.id for c in inner)))]
 

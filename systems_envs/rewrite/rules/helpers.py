@@ -6,7 +6,7 @@ All helpers work on :class:`~systems_envs.graph.ir.Graph` tensors named by Tenso
 from __future__ import annotations
 
 import weakref
-from typing import Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 from systems_envs.graph.ir import Graph, Node, TensorRef
 from systems_envs.graph.ops import Shape, ShapeError, infer_shapes, normalize_attrs
@@ -38,6 +38,19 @@ def producer(g: Graph, ref: TensorRef, *ops: str) -> Node | None:
     """The node producing ``ref`` if its op is one of ``ops`` (any op when none given)."""
     n = g.nodes[ref[0]]
     return n if not ops or n.op in ops else None
+
+
+def sole_producers(g: Graph, n: Node, *ops: str, same: Callable[[Node], Hashable] | None = None,
+                   distinct: bool = True) -> list[Node] | None:
+    """The producers of all of ``n``'s inputs, in input order, when every one has an op in ``ops``,
+    is used only by ``n`` and (with ``same``) all give the same ``same(producer)``; with ``distinct``
+    no producer may feed two inputs. None otherwise."""
+    ps = [producer(g, r, *ops) for r in n.inputs]
+    if any(p is None for p in ps) or (same is not None and len({same(p) for p in ps}) != 1):
+        return None
+    if distinct and len({p.id for p in ps}) != len(ps):
+        return None
+    return ps if all(only_used_by(g, p.id, n.id) for p in ps) else None
 
 
 def infer(op: str, shapes: Sequence[Shape], **attrs) -> Shape | None:

@@ -72,11 +72,10 @@ class TransposeOutOfBinary(BaseRule):
         n = g.nodes[nid]
         if n.op not in BINARY:
             return []
-        t1, t2 = (producer(g, r, "transpose") for r in n.inputs)
-        if t1 is None or t2 is None or t1.attrs["perm"] != t2.attrs["perm"]:
+        ts = sole_producers(g, n, "transpose", same=lambda t: t.attrs["perm"], distinct=False)
+        if ts is None:
             return []
-        if not (only_used_by(g, t1.id, nid) and only_used_by(g, t2.id, nid)):
-            return []
+        t1, t2 = ts
         s = infer(n.op, [g.shape(t1.inputs[0]), g.shape(t2.inputs[0])])
         if s is None or infer("transpose", [s], perm=t1.attrs["perm"]) != n.shape:
             return []
@@ -125,12 +124,8 @@ class TransposeOutOfConcat(BaseRule):
         n = g.nodes[nid]
         if n.op != "concat":
             return []
-        ts = [producer(g, r, "transpose") for r in n.inputs]
-        if any(t is None for t in ts) or len({t.attrs["perm"] for t in ts}) != 1:
-            return []
-        if len({t.id for t in ts}) != len(ts) or not all(only_used_by(g, t.id, nid) for t in ts):
-            return []
-        return [self.m((nid, *(t.id for t in ts)))]
+        ts = sole_producers(g, n, "transpose", same=lambda t: t.attrs["perm"])
+        return [self.m((nid, *(t.id for t in ts)))] if ts is not None else []
 
     def apply(self, g: Graph, match: Match) -> set[int]:
         n = g.nodes[match.nodes[0]]
