@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import jraph
 
-from encoders.layers import MLP, Readout, check_graphs, with_self_loops_and_reverse
+from encoders.layers import MLP, check_graphs, node_latent, with_self_loops_and_reverse
 
 
 class GATLayer(nn.Module):
@@ -68,5 +68,4 @@ class GATEncoder(nn.Module):
         x = nn.Dense(self.width)(graphs.nodes)
         for _ in range(self.depth):
             x = GATLayer(self.width, self.heads)(x, e_all, s, r)
-        u = MLP((self.width,), activate_final=True)(graphs.globals)
-        return x, Readout(self.latent_dim, self.width)(x, u, graphs)
+        return x, node_latent(x, graphs, self.width, self.latent_dim)

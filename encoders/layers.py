@@ -84,6 +84,14 @@ class Readout(nn.Module):
         return MLP((self.hidden, self.latent_dim))(pooled)
 
 
+def node_latent(x: jnp.ndarray, graphs: jraph.GraphsTuple, width: int, latent_dim: int) -> jnp.ndarray:
+    """The encoders' latent [n_graph, latent_dim]: `Readout` of node embeddings ``x`` [N, width] and
+    globals embedded by a one-layer SiLU MLP. Call inside an ``nn.compact`` method: its modules
+    belong to the calling encoder (named ``MLP_*``/``Readout_*`` there)."""
+    u = MLP((width,), activate_final=True)(graphs.globals)
+    return Readout(latent_dim, width)(x, u, graphs)
+
+
 def check_graphs(graphs: jraph.GraphsTuple, who: str) -> None:
     """Static (trace-time) shape checks with a one-line error naming the problem."""
     if graphs.nodes is None or graphs.globals is None:

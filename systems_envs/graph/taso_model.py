@@ -295,18 +295,14 @@ def _unary(op: str) -> Callable:
     return build
 
 
-def _binary(op: str) -> Callable:
+def _input_dims_op(op: str, ndeps: int, what: str = "input 0") -> Callable:
+    """Handler of a record with ``ndeps`` dependencies whose parameters are input 0's dims
+    (``what`` names that input in the error); the op takes no attributes."""
     def build(graph: Graph, r: _Record, ins, _) -> int:
-        _ndeps(r, 2)
-        _dims_match(r, r.params, graph.shape(ins[0]), "input 0")
+        _ndeps(r, ndeps)
+        _dims_match(r, r.params, graph.shape(ins[0]), what)
         return graph.add(op, ins)
     return build
-
-
-def _batchnorm(graph: Graph, r: _Record, ins, _) -> int:
-    _ndeps(r, 5)
-    _dims_match(r, r.params, graph.shape(ins[0]), "input")
-    return graph.add("batchnorm", ins)
 
 
 def _concat(graph: Graph, r: _Record, ins, _) -> int:
@@ -376,12 +372,6 @@ def _matmul(graph: Graph, r: _Record, ins, _) -> int:
     return nid
 
 
-def _enlarge(graph: Graph, r: _Record, ins, _) -> int:
-    _ndeps(r, 2)
-    _dims_match(r, r.params, graph.shape(ins[0]), "input 0")
-    return graph.add("enlarge", ins)
-
-
 def _merge_gconv(graph: Graph, r: _Record, ins, _) -> int:
     _nparams(r, 1)
     _ndeps(r, 1)
@@ -390,9 +380,10 @@ def _merge_gconv(graph: Graph, r: _Record, ins, _) -> int:
 
 _HANDLERS: dict[int, Callable] = {
     0: _source, 1: _source, 3: _conv2d, 4: _unary("identity"), 6: _pool, 7: _pool,
-    8: _unary("relu"), 9: _unary("sigmoid"), 10: _unary("tanh"), 11: _batchnorm, 12: _concat,
-    13: _split, 14: _reshape, 15: _transpose, 16: _binary("add"), 17: _binary("mul"),
-    18: _matmul, 20: _enlarge, 21: _merge_gconv, 28: _binary("sub"), 29: _binary("div"),
+    8: _unary("relu"), 9: _unary("sigmoid"), 10: _unary("tanh"), 11: _input_dims_op("batchnorm", 5, "input"),
+    12: _concat, 13: _split, 14: _reshape, 15: _transpose,
+    16: _input_dims_op("add", 2), 17: _input_dims_op("mul", 2), 18: _matmul, 20: _input_dims_op("enlarge", 2),
+    21: _merge_gconv, 28: _input_dims_op("sub", 2), 29: _input_dims_op("div", 2),
 }
 
 

@@ -1,22 +1,16 @@
 """Fidelity metrics: the baselines are computed exactly; model metrics are well-formed."""
-import jax
 import numpy as np
 import pytest
 
 from worldmodels.fidelity import _prf, evaluate
-from worldmodels.replay import collect
-from worldmodels.world_model import WorldModel, WorldModelConfig
+from worldmodels.world_model import WorldModelConfig
 
 CFG = WorldModelConfig(width=8, depth=1, latent_dim=8, hidden=16, slot_width=8, mixtures=2)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    store = collect("GraphRewrite-v0", ["squeezenet"], 2, "random", seed=1,
-                    env_kwargs=dict(max_candidates=16, max_steps=5), horizon=5)
-    wm = WorldModel.for_replay(CFG, store, "gn", "mdnrnn")
-    params = wm.init(jax.random.key(0), store)
-    return store, wm, params
+def setup(small_world):
+    return small_world(CFG, episodes=2, seed=1, max_steps=5, horizon=5)
 
 
 def test_metrics_and_exact_baselines(setup):

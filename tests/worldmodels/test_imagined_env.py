@@ -5,18 +5,14 @@ import numpy as np
 import pytest
 
 from worldmodels.imagined_env import ImaginedEnv, encode_starts, random_action, rollout
-from worldmodels.replay import collect
-from worldmodels.world_model import WorldModel, WorldModelConfig
+from worldmodels.world_model import WorldModelConfig
 
 CFG = WorldModelConfig(width=8, depth=1, latent_dim=8, hidden=16, slot_width=8, mixtures=2)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    store = collect("GraphRewrite-v0", ["squeezenet"], 1, "random", seed=0,
-                    env_kwargs=dict(max_candidates=16, max_steps=4), horizon=2)
-    wm = WorldModel.for_replay(CFG, store, "gn", "mdnrnn")
-    params = wm.init(jax.random.key(0), store)
+def setup(small_world):
+    store, wm, params = small_world(CFG, episodes=1, seed=0, max_steps=4, horizon=2)
     starts = encode_starts(wm, params, store, np.arange(store.num_states))
     return store, wm, params, starts
 

@@ -5,7 +5,6 @@ import pytest
 
 from worldmodels import world_model as wmod
 from worldmodels.imagined_env import encode_starts
-from worldmodels.replay import collect
 from worldmodels.world_model import (Trainer, WorldModel, WorldModelConfig, make_train_batch, restore_world_model,
                                      save_world_model, train_buckets)
 
@@ -14,12 +13,8 @@ CFG = WorldModelConfig(width=8, depth=1, latent_dim=8, hidden=16, slot_width=8, 
 
 
 @pytest.fixture(scope="module")
-def setup():
-    store = collect("GraphRewrite-v0", ["squeezenet"], 2, "random", seed=0,
-                    env_kwargs=dict(max_candidates=16, max_steps=6), horizon=10)
-    wm = WorldModel.for_replay(CFG, store, "gn", "mdnrnn")
-    params = wm.init(jax.random.key(0), store)
-    return store, wm, params
+def setup(small_world):
+    return small_world(CFG, episodes=2, seed=0, max_steps=6, horizon=10)
 
 
 def test_loss_decreases_and_no_retrace(setup):

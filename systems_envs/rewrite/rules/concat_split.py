@@ -13,7 +13,7 @@ from __future__ import annotations
 from systems_envs.graph.ir import Graph
 from systems_envs.rewrite.rule import Match
 from systems_envs.rewrite.rules.helpers import (BINARY, UNARY, BaseRule, concat, norm_axis, only_used_by,
-                                                producer, replace)
+                                                producer, replace, sole_producers)
 
 
 def _axis(n) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from systems_envs.graph.ir import Graph
 from systems_envs.rewrite.rule import Match
-from systems_envs.rewrite.rules.helpers import (BINARY, UNARY, BaseRule, concat, infer, norm_axis, only_used_by,
-                                                producer, replace, single_use)
+from systems_envs.rewrite.rules.helpers import (BINARY, UNARY, BaseRule, concat, infer, norm_axis, producer,
+                                                replace, single_use, sole_producers)
 
 
 def _swap_last2(rank: int) -> tuple[int, ...]:

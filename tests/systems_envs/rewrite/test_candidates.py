@@ -137,15 +137,6 @@ def random_graph(seed: int, n_layers: int = 12, channels: int = 4, size: int = 6
     return g
 
 
-def real_rules():
-    """The project rule library if it exists (builtin rules only, for speed), else None."""
-    try:
-        from systems_envs.rewrite.rules import builtin_rules
-    except ImportError:
-        return None
-    return list(builtin_rules())
-
-
 def _key(cands):
     return [(c.rule_id, c.match) for c in cands]
 
@@ -191,12 +182,6 @@ def test_order_is_sorted_by_rule_then_anchor():
 
 
 @pytest.mark.parametrize("name", ["squeezenet", "resnet50", "bert"])
-def test_incremental_equals_full_rematch_real(name):
-    rules = real_rules()
-    try:
-        from systems_envs.graph.models import build_graph
-    except ImportError:
-        build_graph = None
-    if rules is None or build_graph is None:
-        pytest.skip("rule library or built-in graphs not available yet")
+def test_incremental_equals_full_rematch_real(name, real_library):
+    rules, build_graph = real_library
     _check_random_episode(build_graph(name), rules, seed=0, steps=8)

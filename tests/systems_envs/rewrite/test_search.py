@@ -8,7 +8,7 @@ from systems_envs.graph.cost import CostModel
 from systems_envs.graph.executor import execute
 from systems_envs.rewrite.candidates import CandidateIndex
 from systems_envs.rewrite.search import StructuralHasher, backtracking, greedy, random_search
-from tests.systems_envs.rewrite.test_candidates import random_graph, real_rules, toy_rules
+from tests.systems_envs.rewrite.test_candidates import random_graph, toy_rules
 
 
 def _same_outputs(a, b):
@@ -105,14 +105,8 @@ def test_hash_ignores_node_ids():
     assert run(di, dj) == run(dj, di)
 
 
-def test_greedy_on_real_graph():
-    rules = real_rules()
-    try:
-        from systems_envs.graph.models import build_graph
-    except ImportError:
-        build_graph = None
-    if rules is None or build_graph is None:
-        pytest.skip("rule library or built-in graphs not available yet")
+def test_greedy_on_real_graph(real_library):
+    rules, build_graph = real_library
     g = build_graph("squeezenet")
     r = greedy(g, rules)
     assert r.cost_after <= r.cost_before
