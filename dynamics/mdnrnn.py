@@ -4,7 +4,8 @@ parametrises a mixture of `n_mixtures` diagonal Gaussians over the next latent.
 Carry: LSTM state (c, h) [hidden], the current latent z [Z], and the carried slots with their
 mask-head keys (computed once per rollout, `dynamics.heads.Heads`).
 step: advance the LSTM with (z, slots[action]); sample a component with logits / temperature
-and z_next = mu + sigma * sqrt(temperature) * eps; reward / termination / mask heads read h.
+and z_next = mu + sigma * sqrt(temperature) * eps (`sample_component_and_noise`); reward /
+termination / mask heads read h.
 Loss: mixture negative log-likelihood of the next latent (per latent dimension) + heads.
 """
 from __future__ import annotations
@@ -26,13 +27,26 @@ class MDNCarry(NamedTuple):
     z: jnp.ndarray            # [Z] current latent
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
-    keys: jnp.ndarray         # [A+1, hidden + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
+    keys: jnp.ndarray         # [A+1, hidden] mask-head key features of the slots (`Heads.keys`), fixed per rollout
 
 
 def mixture_log_prob(logits, means, log_std, x):
     """log p(x) under sum_m softmax(logits)_m N(x; means[m], exp(log_std[m])^2); x [Z]."""
     comp = (-0.5 * ((x - means) * jnp.exp(-log_std)) ** 2 - log_std - 0.5 * LOG_2PI).sum(-1)  # [M]
     return jax.nn.logsumexp(jax.nn.log_softmax(logits) + comp)
+
+
+def sample_component_and_noise(key, logits, dim):
+    """One random draw for a mixture sample: (component ~ softmax(logits) [M], int32 [];
+    standard normal noise [dim]). ``dim + 1`` uniforms on (-1, 1) come from ONE call (one
+    threefry pass instead of a key split plus two draws); the first ``dim`` map to normals
+    exactly as in ``jax.random.normal`` (sqrt(2) erfinv(u)), the last picks the component
+    by inverting the mixture's cumulative distribution."""
+    u = jax.random.uniform(key, (dim + 1,), minval=jnp.nextafter(-1.0, 0.0), maxval=1.0)
+    eps = jnp.sqrt(2.0) * jax.scipy.special.erfinv(u[:dim])
+    cdf = jnp.cumsum(jax.nn.softmax(logits))[:-1]                 # [M-1]
+    comp = (cdf < 0.5 * (u[dim] + 1.0)).sum().astype(jnp.int32)
+    return comp, eps
 
 
 class MDNRNN(nn.Module):
@@ -46,7 +60,7 @@ class MDNRNN(nn.Module):
     def setup(self):
         self.slot_embed = SlotEmbed(self.slot_width, self.num_rules)
         self.inp = nn.Dense(self.hidden)
-        self.cell = nn.LSTMCell(self.hidden)
+        self.cell = nn.OptimizedLSTMCell(self.hidden)  # LSTMCell's params and math; gates fused into two matmuls
         self.mdn = nn.Dense(self.n_mixtures * (1 + 2 * self.latent_dim))
         self.heads = Heads(self.hidden)
 
@@ -72,9 +86,8 @@ class MDNRNN(nn.Module):
     def step(self, carry: MDNCarry, action, key, temperature=None):
         tau = self.temperature if temperature is None else temperature
         c, h, (logits, means, log_std), (rew, term, mask) = self._advance(carry, action)
-        kc, kn = jax.random.split(key)
-        comp = jax.random.categorical(kc, logits / tau)
-        z = means[comp] + jnp.exp(log_std[comp]) * jnp.sqrt(tau) * jax.random.normal(kn, means[comp].shape)
+        comp, eps = sample_component_and_noise(key, logits / tau, self.latent_dim)
+        z = means[comp] + jnp.exp(log_std[comp]) * jnp.sqrt(tau) * eps
         z_mean = (jax.nn.softmax(logits)[:, None] * means).sum(0)
         return carry._replace(c=c, h=h, z=z), Predictions(z, rew, term, mask, {"z_mean": z_mean})
 

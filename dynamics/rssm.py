@@ -33,7 +33,7 @@ class RSSMCarry(NamedTuple):
     z: jnp.ndarray            # [stoch] or [stoch * classes]
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
-    keys: jnp.ndarray         # [A+1, hidden + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
+    keys: jnp.ndarray         # [A+1, hidden] mask-head key features of the slots (`Heads.keys`), fixed per rollout
 
 
 class RSSM(nn.Module):

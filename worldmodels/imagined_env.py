@@ -19,8 +19,8 @@ probability > 0.5; placement: predicted termination > 0.5. ``truncated``: ``max_
 imagined steps reached. Once done, `step` is a no-op (reward 0, flags kept). Illegal actions
 are not detected (a pure function cannot raise); use the mask.
 
-`rollout` advances a batch of imagined rollouts with a uniformly random legal policy in one
-``lax.scan`` (used by the benchmark).
+`rollout` advances a batch of imagined rollouts with a uniformly random legal policy, in
+chunks of rollouts each advanced by one ``lax.scan`` (used by the benchmark).
 """
 from __future__ import annotations
 
@@ -112,30 +112,60 @@ class ImaginedEnv:
 
 
 def random_action(key, mask):
-    """Uniform over the legal actions of a bool mask [n] (at least one legal): draws ONE
-    uniform integer i < (number of legal actions) and returns the i-th legal action (one
-    random draw per call instead of n Gumbel draws)."""
-    mask = mask.astype(bool)
-    count = jnp.cumsum(mask.astype(jnp.int32))                  # [n] legal actions up to j
-    i = jax.random.randint(key, (), 0, jnp.maximum(count[-1], 1))
-    return jnp.argmax(mask & (count == i + 1)).astype(jnp.int32)
+    """Uniform over the legal actions of a bool mask [n] (at least one legal), from ONE
+    random 32-bit word (`legal_action`)."""
+    return legal_action(jax.random.bits(key, (), jnp.uint32), mask)
 
 
-def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int):
-    """Batched random-policy rollouts: starts with leading dim [B], ``horizon`` steps in one
-    ``lax.scan``. Returns (rewards [horizon, B], done [horizon, B])."""
+def legal_action(word, mask):
+    """The i-th legal action of a bool mask [n], i = word mod (number of legal actions), for
+    a uniform random uint32 ``word`` (bias < n / 2**32): the number of positions j with at
+    most i legal actions in [0, j]. The running count is a matmul with a triangular matrix
+    of ones (exact in float32; under vmap one [B, n] x [n, n] matmul, cheaper on CPU than
+    ``cumsum``)."""
+    n = mask.shape[-1]
+    count = mask.astype(jnp.float32) @ jnp.triu(jnp.ones((n, n), jnp.float32))   # [n] legal in [0, j]
+    i = word % jnp.maximum(count[-1], 1).astype(jnp.uint32)
+    return (count <= i.astype(jnp.float32)).sum().astype(jnp.int32)
+
+
+def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: int = 1024):
+    """Batched random-policy rollouts: starts with leading dim [B], ``horizon`` steps each.
+    Returns (rewards [horizon, B], done [horizon, B]).
+
+    The rollouts run ``chunk`` at a time (a `lax.map` over chunks, each a `lax.scan` over
+    the steps), so one chunk's state - the carried slots and mask keys, [chunk, A+1, ...] -
+    stays in cache across its steps and XLA's temporary buffer stays small (all B at once
+    needs ~90 MB per call at the default sizes, paid again in page faults on every call).
+    Every rollout's randomness is derived from ``key`` independently of ``chunk`` (a reset
+    key, and per step one random word for its action, `legal_action`, and one step key), so
+    the result does not depend on ``chunk``."""
     b = starts.latent.shape[0]
-    k0, k1 = jax.random.split(key)
-    state, _ = jax.vmap(env.reset, (None, 0, 0))(params, jax.random.split(k0, b), starts)
+    n = -(-b // min(chunk, b))              # number of chunks
+    c = -(-b // n)                          # rollouts per chunk (the last padded by repeating rollout 0)
+    kr, ka, ks = jax.random.split(key, 3)
+    reset_keys = jax.random.split(kr, b)                                                  # [B]
+    words = jax.random.bits(ka, (horizon, b), jnp.uint32)                                 # [H, B]
+    step_keys = jax.vmap(lambda k: jax.random.split(k, b))(jax.random.split(ks, horizon))  # [H, B]
 
-    def body(state, k):
-        ka, ks = jax.random.split(k)
-        actions = jax.vmap(random_action)(jax.random.split(ka, b), state.action_mask)
-        state, ts = jax.vmap(env.step, (None, 0, 0, 0))(params, state, actions, jax.random.split(ks, b))
-        return state, (ts.reward, state.done)
+    def chunks(x, axis=0):                  # [..., B, ...] -> [n, ..., c, ...]
+        x = jnp.moveaxis(x, axis, 0)
+        x = jnp.concatenate([x, jnp.repeat(x[:1], n * c - b, 0)]).reshape((n, c) + x.shape[1:])
+        return jnp.moveaxis(x, 1, axis + 1)
 
-    _, out = jax.lax.scan(body, state, jax.random.split(k1, horizon))
-    return out
+    def run(xs):
+        rk, w, sk, st = xs
+        state, _ = jax.vmap(env.reset, (None, 0, 0))(params, rk, st)
+
+        def body(state, x):
+            actions = jax.vmap(legal_action)(x[0], state.action_mask)
+            state, ts = jax.vmap(env.step, (None, 0, 0, 0))(params, state, actions, x[1])
+            return state, (ts.reward, state.done)
+
+        return jax.lax.scan(body, state, (w, sk))[1]
+
+    out = jax.lax.map(run, (chunks(reset_keys), chunks(words, 1), chunks(step_keys, 1), jax.tree.map(chunks, starts)))
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1).reshape(horizon, n * c)[:, :b], out)
 
 
 # ----------------------------------------------------------------------------- encoding real states

@@ -77,6 +77,10 @@ def test_rollout_scan_and_truncation(setup):
     assert np.asarray(done[2:]).all()                       # max_steps = 3 -> every rollout done by step 3
     r2, _ = run(params, jax.random.key(0), batch)
     np.testing.assert_array_equal(np.asarray(rewards), np.asarray(r2))
+    # rollouts run in chunks (the last one padded); the chunk size does not change the result
+    r3, d3 = jax.jit(lambda p, k, s: rollout(env, p, k, s, 5, chunk=24))(params, jax.random.key(0), batch)
+    np.testing.assert_allclose(np.asarray(r3), np.asarray(rewards), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(d3), np.asarray(done))
     mask = jnp.array([False, True, False, True])
     acts = jax.vmap(lambda k: random_action(k, mask))(jax.random.split(jax.random.key(3), 200))
     assert set(np.asarray(acts).tolist()) == {1, 3}
