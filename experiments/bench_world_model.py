@@ -22,16 +22,13 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from worldmodels.config import parse_args
-from worldmodels.world_model import WorldModelConfig
+from worldmodels.config import MODEL_ALIASES, WorldModelConfig, parse_args
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     env: str = "GraphRewrite-v0"
     graphs: str = "squeezenet,resnet50,bert"
-    encoder: str = "gn"
-    dynamics: str = "mdnrnn"
     max_candidates: int = 64
     max_steps: int = 20
     real_seconds: float = 3.0       # wall time spent stepping the real env per graph
@@ -69,7 +66,7 @@ def bench_graph(cfg: BenchConfig, graph: str) -> dict:
     kw = {"max_candidates": cfg.max_candidates, "max_steps": cfg.max_steps} if cfg.env == "GraphRewrite-v0" else {}
     real = real_rate(cfg.env, graph, kw, cfg.real_seconds, cfg.seed)
     store = collect(cfg.env, [graph], cfg.episodes, "random", seed=cfg.seed, env_kwargs=kw)
-    wm = WorldModel.for_replay(cfg.model, store, cfg.encoder, cfg.dynamics)
+    wm = WorldModel.for_replay(cfg.model, store)
     params = wm.init(jax.random.key(cfg.seed), store)
     starts = encode_starts(wm, params, store, store.state_of)
     idx = np.arange(cfg.batch) % len(store.state_of)
@@ -102,9 +99,10 @@ def bench_graph(cfg: BenchConfig, graph: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    cfg = parse_args(argv, {"default": BenchConfig}, base=BenchConfig())
+    cfg = parse_args(argv, {"default": BenchConfig}, base=BenchConfig(),
+                     aliases=MODEL_ALIASES)
     rows = [bench_graph(cfg, g.strip()) for g in cfg.graphs.split(",") if g.strip()]
-    print(f"env {cfg.env}, encoder {cfg.encoder}, dynamics {cfg.dynamics}, {cfg.batch} imagined rollouts x "
+    print(f"env {cfg.env}, encoder {cfg.model.encoder}, dynamics {cfg.model.dynamics}, {cfg.batch} imagined rollouts x "
           f"{cfg.horizon} steps, devices {jax.devices()}")
     print("| graph | real transitions/s | imagined transitions/s | ratio | train steps/s | peak memory (MB) |")
     print("|---|---|---|---|---|---|")

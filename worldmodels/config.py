@@ -49,20 +49,36 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """World model (encoder + dynamics)."""
+class WorldModelConfig:
+    """World model V + M: component names, sizes and optimisation. The one ``--model.*``
+    section of every command that builds a world model (train, train_world_model,
+    bench_world_model); `worldmodels.world_model.WorldModel.create` reads it."""
 
-    encoder: str = "gn"             # registry name in encoders/
+    encoder: str = "gn"             # registry name in encoders/ (gn, gat, gcn)
     dynamics: str = "mdnrnn"        # registry name in dynamics/ (mdnrnn, ensemble, rssm)
-    latent_dim: int = 64
-    hidden: int = 128
-    message_steps: int = 2
-    lr: float = 3e-4
-    batch_size: int = 32
-    ensemble: int = 1
     width: int = 32                 # encoder node-embedding width
-    slot_width: int = 32            # action-slot embedding width
-    seq_len: int = 4                # real steps per world-model training window
+    depth: int = 2                  # encoder message-passing blocks
+    latent_dim: int = 32            # encoder latent Z
+    hidden: int = 32                # dynamics hidden size (LSTM / GRU deter / member MLP, heads)
+    slot_width: int = 16            # action-slot embedding width
+    mixtures: int = 3               # mdnrnn mixture components
+    members: int = 3                # ensemble members
+    stoch: int = 16                 # rssm stochastic size
+    unroll: str = "teacher"         # teacher | open (multi-step open loop)
+    seq_len: int = 5                # T: real steps per training window (5 met the fidelity targets; see README)
+    batch_size: int = 8             # windows per training step
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    latent_coef: float = 1.0
+    reward_coef: float = 1.0
+    terminated_coef: float = 1.0
+    mask_coef: float = 1.0
+    kl_coef: float = 0.1
+    consumed_prior: bool = True     # rewriting: a slot applied in the imagined trajectory is illegal afterwards
+
+
+#: short flags for the world-model component names (``--encoder gat`` = ``--model.encoder gat``)
+MODEL_ALIASES = {"encoder": "model.encoder", "dynamics": "model.dynamics"}
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -277,7 +293,7 @@ def default_config() -> Config:
     held-out vit), a few minutes on a 2-core CPU."""
     return replace_path(Config(), {
         "env.graph": "squeezenet,bert", "env.heldout": "vit", "env.max_steps": 30, "env.num_envs": 4,
-        "model.latent_dim": 32, "model.hidden": 64, "model.width": 32, "model.batch_size": 8,
+        "model.hidden": 64, "model.slot_width": 32, "model.seq_len": 4, "model.lr": 3e-4,
         "controller.ppo.hidden": 64, "controller.ppo.rollout_len": 32, "controller.ppo.lr": 1e-3,
         "loop.total_env_steps": 2048, "loop.model_updates_per_iter": 30, "loop.controller_updates_per_iter": 4,
         "loop.imagined_horizon": 10, "loop.horizon_schedule": (1, 8), "loop.real_ratio": 0.25,
@@ -290,7 +306,7 @@ def tiny_config() -> Config:
     return replace_path(Config(), {
         "env.graph": "squeezenet", "env.num_envs": 2, "env.max_steps": 8, "env.max_candidates": 32,
         "model.latent_dim": 8, "model.hidden": 16, "model.width": 8, "model.slot_width": 8,
-        "model.message_steps": 1, "model.batch_size": 2, "model.seq_len": 2,
+        "model.depth": 1, "model.batch_size": 2, "model.seq_len": 2, "model.lr": 3e-4,
         "controller.ppo.hidden": 16, "controller.ppo.rollout_len": 8, "controller.ppo.num_epochs": 1,
         "controller.ppo.num_minibatches": 2,
         "controller.cmaes.popsize": 4, "controller.cmaes.horizon": 8, "controller.cmaes.num_rollouts": 2,
@@ -321,9 +337,10 @@ def get_preset(name: str, presets: Mapping[str, Any] | None = None) -> Config:
 # ----------------------------------------------------------------------------- parsing
 
 
-def help_text(cfg: Config) -> str:
+def help_text(cfg: Config, aliases: Mapping[str, str] | None = None) -> str:
     types = leaf_types(type(cfg))
     lines = ["flags (--section.field VALUE):", "  --preset NAME", "  --config PATH/config.json"]
+    lines += [f"  --{a} = --{path}" for a, path in (aliases or {}).items()]
     for k, v in flatten(cfg).items():
         tp = types[k]
         lines.append(f"  --{k} {getattr(tp, '__name__', str(tp))} (default {v!r})")
@@ -331,13 +348,15 @@ def help_text(cfg: Config) -> str:
 
 
 def parse_args(argv: Sequence[str] | None, presets: Mapping[str, Any] | None = None,
-               base: Config | None = None) -> Config:
+               base: Config | None = None, aliases: Mapping[str, str] | None = None) -> Config:
     """Parse ``argv`` (without the program name) into a :class:`Config`.
 
+    ``aliases``: short flags standing for dotted ones (``{"encoder": "model.encoder"}``).
     Raises :class:`ConfigError` (one line) for an unknown flag (naming the closest valid
     ones), a missing value, a value of the wrong type (naming the flag) or an unknown
     preset. ``--help`` raises ``SystemExit(0)`` after printing all flags.
     """
+    aliases = dict(aliases or {})
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = base if base is not None else default_config()
     # split into (flag, value) pairs
@@ -346,11 +365,12 @@ def parse_args(argv: Sequence[str] | None, presets: Mapping[str, Any] | None = N
     while i < len(argv):
         tok = argv[i]
         if tok in ("-h", "--help"):
-            print(help_text(cfg))
+            print(help_text(cfg, aliases))
             raise SystemExit(0)
         if not tok.startswith("--"):
             raise ConfigError(f"unexpected argument {tok!r} (flags look like --section.field value)")
         name, eq, val = tok[2:].partition("=")
+        name = aliases.get(name, name)
         if not eq:
             if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 val = argv[i + 1]

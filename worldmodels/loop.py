@@ -334,17 +334,9 @@ class Loop:
         return gym.make(self.cfg.env.name, graph=list(graphs), **kw)
 
     # ------------------------------------------------------------------ model pieces
-    def _wm_config(self):
-        from worldmodels.world_model import WorldModelConfig
-        m = self.cfg.model
-        return WorldModelConfig(width=m.width, depth=m.message_steps, latent_dim=m.latent_dim, hidden=m.hidden,
-                                slot_width=m.slot_width, members=m.ensemble, seq_len=m.seq_len,
-                                batch_size=m.batch_size, lr=m.lr)
-
     def _init_model(self, key):
         from worldmodels.world_model import Trainer, WorldModel
-        self.wm = WorldModel.create(self._wm_config(), "rewrite", self.A, self.num_rules,
-                                    self.cfg.model.encoder, self.cfg.model.dynamics)
+        self.wm = WorldModel.create(self.cfg.model, "rewrite", self.A, self.num_rules)
         self.trainer = Trainer(self.wm)
         self.dream = DreamEnv(self.wm, max_steps=self.cfg.env.max_steps)
         wm = self.wm
@@ -748,7 +740,7 @@ class Loop:
                         or step_next >= lp.total_env_steps
                     if st["wm"] is not None and due:  # fresh episodes, not yet trained on
                         fm = fidelity.evaluate(self.wm, st["wm"].params, new, lp.fidelity_ks, seed=it,
-                                               max_windows=lp.fidelity_windows)
+                                               max_windows=lp.fidelity_windows, reference=self.replay)
                         for k_, v in fm.items():
                             if k_ != "windows":
                                 scal[f"fidelity/{k_}"] = v

@@ -1,6 +1,6 @@
 """The world model: encoder (V) + latent dynamics with heads (M), trained end to end.
 
-    wm = WorldModel.create(cfg, kind, num_slots=A, num_rules=R, encoder="gn", dynamics="mdnrnn")
+    wm = WorldModel.create(cfg, kind, num_slots=A, num_rules=R)   # cfg: `WorldModelConfig`
     params = wm.init(key, replay)                       # also fits the reward normaliser
     trainer = Trainer(wm)                               # optax adam + global-norm clipping
     state = trainer.init(params)
@@ -35,6 +35,7 @@ from dynamics import SlotDescription, feature_slots, make_dynamics, rewrite_slot
 from dynamics.base import DynamicsModel
 from encoders import make_encoder
 from encoders.graphs import Buckets, batch_observations
+from worldmodels.config import WorldModelConfig
 from worldmodels.replay import REWRITE, Replay
 
 sg = jax.lax.stop_gradient
@@ -52,32 +53,6 @@ TRACE_COUNT = {"train_step": 0}
 #: node / edge capacity buckets for training batches (few buckets = few compiles)
 TRAIN_BUCKETS = Buckets(nodes=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
                         edges=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536))
-
-
-@dataclasses.dataclass(frozen=True)
-class WorldModelConfig:
-    """World-model sizes and optimisation (every field a ``--model.FIELD`` flag); the encoder
-    and dynamics *names* are given separately to `WorldModel.create`."""
-
-    width: int = 32            # encoder node-embedding width
-    depth: int = 2             # encoder message-passing blocks
-    latent_dim: int = 32       # encoder latent Z
-    hidden: int = 32           # dynamics hidden size (LSTM / GRU deter / member MLP, heads)
-    slot_width: int = 16       # action-slot embedding width
-    mixtures: int = 3          # mdnrnn mixture components
-    members: int = 3           # ensemble members
-    stoch: int = 16            # rssm stochastic size
-    unroll: str = "teacher"    # teacher | open (multi-step open loop)
-    seq_len: int = 5           # T: steps per training window (5 met the fidelity targets; see README)
-    batch_size: int = 8        # windows per training step
-    lr: float = 1e-3
-    grad_clip: float = 1.0
-    latent_coef: float = 1.0
-    reward_coef: float = 1.0
-    terminated_coef: float = 1.0
-    mask_coef: float = 1.0
-    kl_coef: float = 0.1
-    consumed_prior: bool = True  # rewriting: a slot applied in the imagined trajectory is illegal afterwards
 
 
 class TrainBatch(NamedTuple):
@@ -114,11 +89,10 @@ def make_train_batch(replay: Replay, starts: np.ndarray, seq_len: int, buckets: 
 
 @dataclasses.dataclass(frozen=True)
 class WorldModel:
-    """Encoder + dynamics for one environment kind (``rewrite`` / ``placement``) with A slots."""
+    """Encoder + dynamics (named by ``cfg.encoder`` / ``cfg.dynamics``) for one environment
+    kind (``rewrite`` / ``placement``) with A slots."""
 
     cfg: WorldModelConfig
-    encoder_name: str
-    dynamics_name: str
     kind: str
     num_slots: int
     num_rules: int
@@ -126,9 +100,9 @@ class WorldModel:
     dyn: DynamicsModel
 
     @classmethod
-    def create(cls, cfg: WorldModelConfig, kind: str, num_slots: int, num_rules: int = 0, encoder: str = "gn",
-               dynamics: str = "mdnrnn") -> "WorldModel":
-        enc = make_encoder(encoder, width=cfg.width, depth=cfg.depth, latent_dim=cfg.latent_dim)
+    def create(cls, cfg: WorldModelConfig, kind: str, num_slots: int, num_rules: int = 0) -> "WorldModel":
+        dynamics = cfg.dynamics
+        enc = make_encoder(cfg.encoder, width=cfg.width, depth=cfg.depth, latent_dim=cfg.latent_dim)
         common = dict(latent_dim=cfg.latent_dim, slot_width=cfg.slot_width, num_rules=num_rules)
         if dynamics == "mdnrnn":
             extra = dict(hidden=cfg.hidden, n_mixtures=cfg.mixtures)
@@ -143,11 +117,11 @@ class WorldModel:
         dyn = make_dynamics(dynamics, unroll=cfg.unroll, coefs=coefs, **common, **extra)
         if kind not in (REWRITE, "placement"):
             raise ValueError(f"world model kind must be 'rewrite' or 'placement', got {kind!r}")
-        return cls(cfg, encoder, dynamics, kind, int(num_slots), int(num_rules), enc, dyn)
+        return cls(cfg, kind, int(num_slots), int(num_rules), enc, dyn)
 
     @classmethod
-    def for_replay(cls, cfg: WorldModelConfig, replay: Replay, encoder: str = "gn", dynamics: str = "mdnrnn") -> "WorldModel":
-        return cls.create(cfg, replay.kind, replay.num_slots, replay.meta.get("num_rules", 0), encoder, dynamics)
+    def for_replay(cls, cfg: WorldModelConfig, replay: Replay) -> "WorldModel":
+        return cls.create(cfg, replay.kind, replay.num_slots, replay.meta.get("num_rules", 0))
 
     # ------------------------------------------------------------------ pieces
     def slots(self, node_emb: jnp.ndarray, cand_rule: jnp.ndarray, cand_nodes: jnp.ndarray) -> SlotDescription:

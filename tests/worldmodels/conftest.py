@@ -14,6 +14,6 @@ def small_world():
     def make(cfg, episodes, seed, max_steps, horizon):
         store = collect("GraphRewrite-v0", ["squeezenet"], episodes, "random", seed=seed,
                         env_kwargs=dict(max_candidates=16, max_steps=max_steps), horizon=horizon)
-        wm = WorldModel.for_replay(cfg, store, "gn", "mdnrnn")
+        wm = WorldModel.for_replay(cfg, store)
         return store, wm, wm.init(jax.random.key(0), store)
     return make

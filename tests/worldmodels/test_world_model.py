@@ -1,4 +1,6 @@
 """World model: loss decreases on a fixed dataset, one compile per bucket, save/restore."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -61,8 +63,8 @@ def test_save_restore_identical_predictions(setup, tmp_path):
 
 def test_bad_names():
     with pytest.raises(ValueError, match="unknown encoder"):
-        WorldModel.create(CFG, "rewrite", 4, 3, encoder="gnn")
+        WorldModel.create(dataclasses.replace(CFG, encoder="gnn"), "rewrite", 4, 3)
     with pytest.raises(ValueError, match="unknown dynamics"):
-        WorldModel.create(CFG, "rewrite", 4, 3, dynamics="mdn")
+        WorldModel.create(dataclasses.replace(CFG, dynamics="mdn"), "rewrite", 4, 3)
     with pytest.raises(ValueError, match="kind"):
         WorldModel.create(CFG, "routing", 4, 3)
