@@ -4,9 +4,14 @@
         --episodes 24 --encoder gn --dynamics mdnrnn --logdir runs/wm [--model.seq_len 4 ...]
 
 Flags follow the project's config system (`worldmodels.config` parser): top-level fields
-(``--env``, ``--graphs``, ``--episodes``, ``--encoder``, ``--dynamics``, ``--logdir``,
-``--seed``, ``--unseen``...) and sections ``--data.*``, ``--model.*`` (`WorldModelConfig`),
-``--train.*``; ``--preset tiny`` for a smoke run; ``--config DIR`` reloads a saved run config.
+(``--env``, ``--graphs``, ``--episodes``, ``--logdir``, ``--seed``, ``--unseen``...) and
+sections ``--data.*``, ``--model.*`` (`worldmodels.config.WorldModelConfig`, the same section
+as ``experiments.train``'s), ``--train.*``; ``--encoder`` / ``--dynamics`` stand for
+``--model.encoder`` / ``--model.dynamics``; ``--preset tiny`` for a smoke run; ``--config
+DIR`` reloads a saved run config.
+
+Placement environments (``--env DevicePlacement-v0`` / ``MemoryPlacement-v0``) work the same
+way; ``--data.devices``, ``--data.groups`` and ``--data.reward`` configure DevicePlacement.
 
 Writes under ``--logdir``: ``config.json``, ``replay.npz`` (train + validation episodes,
 reusable with ``--data.load``), TensorBoard scalars ``model/*`` (losses, per train step) and
@@ -23,16 +28,19 @@ from dataclasses import dataclass, field
 
 import jax
 
-from worldmodels.config import ConfigError, from_dict, parse_args, replace_path, save_config
-from worldmodels.world_model import WorldModelConfig
+from worldmodels.config import (MODEL_ALIASES, ConfigError, WorldModelConfig, from_dict, parse_args, replace_path,
+                                save_config)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     policy: str = "random"          # random | greedy | epsilon_greedy (behaviour policy)
     epsilon: float = 0.3            # exploration rate of epsilon_greedy
-    max_steps: int = 20             # env episode step limit
+    max_steps: int = 20             # rewrite: episode step limit
     max_candidates: int = 64        # rewrite: candidate slots A
+    devices: str = "gpu4"           # DevicePlacement: device-set preset (A = its devices)
+    groups: int = 16                # DevicePlacement: ops placed per step (0 = one op per step)
+    reward: str = "speedup"         # DevicePlacement: neg_runtime | neg_sqrt_runtime | speedup
     val_fraction: float = 0.2       # validation episodes (split by episode)
     horizon: int = 10               # mask-target horizon (>= the largest fidelity k)
     load: str = ""                  # path of a saved replay.npz to use instead of collecting
@@ -53,8 +61,6 @@ class RunConfig:
     episodes: int = 24
     unseen: str = "resnext50"       # a graph never seen in training ("" = skip)
     unseen_episodes: int = 6
-    encoder: str = "gn"
-    dynamics: str = "mdnrnn"
     logdir: str = "runs/world_model"
     seed: int = 0
     progress: bool = True
@@ -73,7 +79,21 @@ def tiny_config() -> RunConfig:
     })
 
 
-PRESETS = {"default": RunConfig, "tiny": tiny_config}
+def device_placement_config() -> RunConfig:
+    """DevicePlacement-v0 on gpu4, 16 ops per step (11-24 steps per episode), speedup reward."""
+    return replace_path(RunConfig(), {"env": "DevicePlacement-v0", "graphs": "inception_v3,resnet50,nasnet_a",
+                                      "episodes": 48})
+
+
+def memory_placement_config() -> RunConfig:
+    """MemoryPlacement-v0: one layer per step (64-174 steps per episode), 9 (weight, activation) levels."""
+    return replace_path(RunConfig(), {"env": "MemoryPlacement-v0", "graphs": "squeezenet,resnet50",
+                                      "episodes": 16, "unseen": "inception_v3", "unseen_episodes": 3,
+                                      "train.steps": 1500})
+
+
+PRESETS = {"default": RunConfig, "tiny": tiny_config, "device_placement": device_placement_config,
+           "memory_placement": memory_placement_config}
 
 #: config fields that may change between the run that wrote a checkpoint and one restoring it
 COMPAT_EXCLUDE = ("logdir", "progress", "data.load", "train.steps", "train.log_every", "train.eval_windows",
@@ -97,24 +117,32 @@ def parse(argv: list[str] | None) -> RunConfig:
                 base = from_dict(json.load(f), RunConfig)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"config file {path}: unreadable ({e})") from None
-    return parse_args(argv, PRESETS, base=base)
+    return parse_args(argv, PRESETS, base=base, aliases=MODEL_ALIASES)
 
 
 def _graphs(text: str) -> list[str]:
     return [g.strip() for g in text.split(",") if g.strip()]
 
 
-def get_data(cfg: RunConfig):
-    """(train, validation, unseen-or-None) replay stores."""
+def env_kwargs(cfg: RunConfig) -> dict:
+    """Constructor arguments of ``cfg.env`` from the ``--data.*`` fields that apply to it
+    (MemoryPlacement-v0 and other environments take none)."""
+    d = cfg.data
+    if cfg.env == "GraphRewrite-v0":
+        return {"max_steps": d.max_steps, "max_candidates": d.max_candidates}
+    if cfg.env == "DevicePlacement-v0":
+        if d.groups < 0:
+            raise ConfigError(f"--data.groups must be >= 0 (0 = one op per step), got {d.groups}")
+        return {"devices": d.devices, "reward": d.reward, "groups": d.groups or None}
+    return {}
+
+
+def get_data(cfg: RunConfig, kw: dict):
+    """(train, validation, unseen-or-None) replay stores; ``kw``: the env's `env_kwargs`."""
     from worldmodels.replay import Replay, collect, epsilon_policy, greedy_policy, make_policy
 
-    kw = {"max_steps": cfg.data.max_steps}
-    if cfg.env == "GraphRewrite-v0":
-        kw["max_candidates"] = cfg.data.max_candidates
     policy = (epsilon_policy(greedy_policy(), cfg.data.epsilon) if cfg.data.policy == "epsilon_greedy"
               else make_policy(cfg.data.policy))
-    if cfg.env != "GraphRewrite-v0":
-        kw.pop("max_steps")  # placement envs have a fixed episode length
     if cfg.data.load:
         store = Replay.load(cfg.data.load)
     else:
@@ -140,14 +168,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--episodes must be >= 2 to split train/validation episodes, got {cfg.episodes}")
     if max(cfg.train.ks) > cfg.data.horizon:
         raise ValueError(f"--train.ks {cfg.train.ks} exceed --data.horizon {cfg.data.horizon}")
+    kw = env_kwargs(cfg)
     os.makedirs(cfg.logdir, exist_ok=True)
     save_config(cfg, cfg.logdir)
     t0 = time.time()
-    train_store, val_store, unseen_store = get_data(cfg)
+    train_store, val_store, unseen_store = get_data(cfg, kw)
     if val_store.num_transitions == 0:
         raise ValueError("no validation transitions: raise --episodes or --data.val_fraction")
     t_data = time.time() - t0
-    wm = WorldModel.for_replay(cfg.model, train_store, cfg.encoder, cfg.dynamics)
+    wm = WorldModel.for_replay(cfg.model, train_store)
     key = jax.random.key(cfg.seed)
     params = wm.init(key, train_store)
     ckdir = os.path.join(cfg.logdir, "checkpoints")
@@ -167,26 +196,27 @@ def main(argv: list[str] | None = None) -> dict:
         save_world_model(ckdir, state, cfg, compat_exclude=COMPAT_EXCLUDE)
     t_train = time.time() - t1
     metrics = fidelity.evaluate(wm, state.params, val_store, cfg.train.ks, seed=cfg.seed,
-                                max_windows=cfg.train.eval_windows, terminated_rate=float(train_store.terminated.mean()))
+                                max_windows=cfg.train.eval_windows, reference=train_store)
     step = int(state.step)
     log.scalars(metrics, step=step, prefix="validation/")
     unseen = None
     if unseen_store is not None:
         unseen = fidelity.evaluate(wm, state.params, unseen_store, cfg.train.ks, seed=cfg.seed,
-                                   max_windows=cfg.train.eval_windows,
-                                   terminated_rate=float(train_store.terminated.mean()))
+                                   max_windows=cfg.train.eval_windows, reference=train_store)
         log.scalars(unseen, step=step, prefix="unseen/")
     summary = {
         "mask_f1": metrics["mask_f1_k1"], "mask_f1_baseline": metrics["mask_f1_baseline_k1"],
         "reward_mae": metrics["reward_mae_k1"], "reward_mae_baseline": metrics["reward_mae_baseline_k1"],
         "return_error_k10": metrics.get("return_error_k10", float("nan")),
         "return_error_k10_baseline": metrics.get("return_error_baseline_k10", float("nan")),
+        "final_reward_mae": metrics.get("final_reward_mae_k1"),
+        "final_reward_mae_baseline": metrics.get("final_reward_mae_baseline_k1"),
         "train_transitions": train_store.num_transitions, "validation_transitions": val_store.num_transitions,
         "train_episodes": train_store.num_episodes, "validation_episodes": val_store.num_episodes,
         "validation": metrics, "unseen_graph": cfg.unseen or None, "unseen": unseen,
         "final_train_loss": history[-1]["loss"] if history else None, "train_steps": step,
         "seconds": {"data": t_data, "train": t_train, "total": time.time() - t0},
-        "env": cfg.env, "graphs": _graphs(cfg.graphs), "encoder": cfg.encoder, "dynamics": cfg.dynamics,
+        "env": cfg.env, "graphs": _graphs(cfg.graphs), "encoder": cfg.model.encoder, "dynamics": cfg.model.dynamics,
     }
     log.write_summary(summary)
     log.close()
@@ -207,6 +237,10 @@ def _print(s: dict) -> None:
               f"{m.get('return_error_k10', float('nan')):.4g} | {m.get('return_error_baseline_k10', float('nan')):.4g} | "
               f"{m['mask_f1_k1']:.3f} | {m['mask_f1_baseline_k1']:.3f} | {m.get('mask_f1_k10', float('nan')):.3f} | "
               f"{m['terminated_acc_k1']:.3f} |")
+    for name, m in rows:
+        if s["env"] != "GraphRewrite-v0" and "final_reward_mae_k1" in m:  # placement: the only non-zero reward
+            print(f"{name}: reward at the final step MAE {m['final_reward_mae_k1']:.4g} "
+                  f"(baseline: mean final reward {m['final_reward_mae_baseline_k1']:.4g})")
 
 
 if __name__ == "__main__":

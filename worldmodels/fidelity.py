@@ -1,10 +1,12 @@
 """Fidelity of the world model against the real simulator, on held-out real trajectories.
 
-For every window start s_0 (a real state of the held-out store) the model is rolled out
-open loop (`WorldModel.imagine`, the same sampling step the imagined environment uses) for
-K = max(ks) steps under the *real* actions, and compared with what the simulator did. For
-each k in ``ks`` (metrics named ``..._k{k}``), over the first k steps of each window (steps
-after the real episode ended are excluded):
+For every window start s_0 (a real state of the held-out store) the imagined environment
+controllers train in (`worldmodels.imagined_env.ImaginedEnv`, reset from the encoded s_0) is
+stepped open loop for K = max(ks) steps under the *real* actions, and what it returned is
+compared with what the simulator did. Its semantics apply: once it ends an episode (predicted
+termination, rewriting's stop action or an empty predicted mask) its rewards are 0 and its
+mask stays. For each k in ``ks`` (metrics named ``..._k{k}``), over the first k steps of each
+window (steps after the real episode ended are excluded):
 
 - ``reward_mae_k``: mean |predicted - real| reward per step (environment units).
 - ``return_error_k``: mean over windows of |sum of predicted rewards - real sum|.
@@ -12,16 +14,21 @@ after the real episode ended are excluded):
   ``cost(s_0) - initial_cost * sum(predicted rewards)`` (rewards are cost decreases relative
   to the episode's initial cost, so from s_0 = episode start this is
   ``initial_cost * (1 - sum)``), vs the simulator's cost.
-- ``terminated_acc_k``: accuracy of (predicted termination probability > 0.5).
+- ``terminated_acc_k``: accuracy of the imagined env's ``terminated`` flag.
+- ``final_reward_mae_k`` (when the windows hold real terminal steps): mean |predicted -
+  real| reward over the steps where the real episode terminated. For placement this is the
+  model's error on the episode's only non-zero reward, the simulated speedup or runtime of
+  the finished placement, which a per-step MAE (mostly zero rewards) hides.
 - ``mask_precision_k`` / ``mask_recall_k`` / ``mask_f1_k``: the positive class is "slot
   legal", over the existing non-stop slots of s_0 (rewriting: its offered candidates;
-  placement: every device), predicted legal = probability > 0.5, target = the carried-slot
+  placement: every device), predicted legal = in the imagined env's mask, target = the carried-slot
   legality in the real state reached (`worldmodels.replay`). The always-legal stop slot is
   left out so it cannot inflate the figures.
 
 Baselines (``..._baseline``), same windows and steps: reward = the training data's mean
 reward (the model's normaliser mean); return = that mean times the number of steps; cost
-from the mean reward; termination = the training data's majority class; mask = "mask
+from the mean reward; termination = the training data's majority class; final reward = the
+training data's mean reward on terminal steps; mask = "mask
 unchanged": rewriting: every slot legal in s_0 stays legal except those applied so far in
 the window; placement: s_0's mask.
 """
@@ -33,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from worldmodels.imagined_env import encode_starts
+from worldmodels.imagined_env import ImaginedEnv, Start, encode_starts
 from worldmodels.replay import REWRITE, Replay
 from worldmodels.world_model import WorldModel
 
@@ -57,11 +64,26 @@ def window_starts(replay: Replay, max_windows: int, seed: int = 0) -> np.ndarray
     return np.sort(np.random.default_rng(seed).choice(n, max_windows, replace=False))
 
 
+def imagine_under(env: ImaginedEnv, params, start: Start, actions, key):
+    """Step ``env`` from ONE start under the given actions int32 [k] (open loop). Returns
+    reward [k], terminated bool [k] and action_mask bool [k, n_actions], as `ImaginedEnv.step`
+    reports them (zero reward and no new flag once the imagined episode has ended)."""
+    state, _ = env.reset(params, key, start)
+
+    def body(state, xs):
+        a, k = xs
+        state, ts = env.step(params, state, a, k)
+        return state, (ts.reward, ts.terminated, ts.action_mask)
+
+    _, out = jax.lax.scan(body, state, (actions, jax.random.split(key, actions.shape[0])))
+    return out
+
+
 def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 10), seed: int = 0,
-             max_windows: int = 512, terminated_rate: float | None = None) -> dict[str, float]:
+             max_windows: int = 512, reference: Replay | None = None) -> dict[str, float]:
     """Fidelity metrics and baselines (see the module docstring) as a flat dict of floats.
-    ``terminated_rate``: the training data's termination rate (majority-class baseline;
-    default: this store's)."""
+    ``reference``: the training store, whose termination rate and mean terminal reward the
+    baselines use (default: ``replay`` itself)."""
     ks = sorted(set(int(k) for k in ks))
     kmax = ks[-1]
     if ks[0] < 1 or kmax > replay.horizon:
@@ -71,17 +93,19 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
     s0 = w["state"][:, 0]
     start = encode_starts(wm, params, replay, s0)
     keys = jax.random.split(jax.random.key(seed), len(starts))
-    imagine = jax.jit(jax.vmap(wm.imagine, (None, 0, 0, 0, 0)))
-    r_pred, t_pred, m_pred = (np.asarray(x) for x in imagine(params, start.latent, start.slots,
-                                                              jnp.asarray(w["action"]), keys))
+    env = ImaginedEnv(wm, max_steps=kmax)
+    run = jax.jit(jax.vmap(lambda p, s, a, k: imagine_under(env, p, s, a, k), (None, 0, 0, 0)))
+    r_pred, t_pred, m_pred = (np.asarray(x) for x in run(params, start, jnp.asarray(w["action"]), keys))
     valid = w["valid"].astype(bool)
     r_real = w["reward"].astype(np.float64)
     mean_r = float(params["norm"]["reward_mean"])
-    term_rate = float(replay.terminated.mean()) if terminated_rate is None else terminated_rate
+    ref = replay if reference is None else reference
+    term_rate = float(ref.terminated.mean())
+    final_r = float(ref.reward[ref.terminated].mean()) if ref.terminated.any() else mean_r
     a = replay.num_slots
     exists = replay.action_mask[s0, :a].astype(bool) if replay.kind == REWRITE else np.ones((len(s0), a), bool)
     target = w["next_mask"][:, :, :a].astype(bool)
-    pred_mask = m_pred[:, :, :a] > 0.5
+    pred_mask = m_pred[:, :, :a]
     # "mask unchanged" baseline
     if replay.kind == REWRITE:
         applied = np.zeros((len(s0), kmax, a), bool)
@@ -107,8 +131,12 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
         out[f"return_error_k{k}"] = float(np.abs(ret_pred - ret_real).mean())
         out[f"return_error_baseline_k{k}"] = float(np.abs(ret_base - ret_real).mean())
         term_real = w["terminated"][:, :k].astype(bool)
-        out[f"terminated_acc_k{k}"] = float((((t_pred[:, :k] > 0.5) == term_real) & v).sum() / nv)
+        out[f"terminated_acc_k{k}"] = float(((t_pred[:, :k] == term_real) & v).sum() / nv)
         out[f"terminated_acc_baseline_k{k}"] = float((((term_rate > 0.5) == term_real) & v).sum() / nv)
+        final = term_real & v
+        if final.any():
+            out[f"final_reward_mae_k{k}"] = float(np.abs(r_pred[:, :k] - r_real[:, :k])[final].mean())
+            out[f"final_reward_mae_baseline_k{k}"] = float(np.abs(final_r - r_real[:, :k])[final].mean())
         where = v[:, :, None] & exists[:, None, :]
         for name, pm in (("", pred_mask[:, :k]), ("_baseline", base_mask[:, :k])):
             p, r, f = _prf(pm, target[:, :k], where)

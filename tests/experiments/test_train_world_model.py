@@ -46,3 +46,9 @@ def test_bad_flags(tmp_path):
     with pytest.raises(ValueError, match="horizon"):
         twm.main(["--preset", "tiny", "--train.ks", "1,20", "--logdir", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_component_flags_are_the_model_section():
+    cfg = twm.parse(["--encoder", "gat", "--dynamics=rssm", "--model.hidden", "8"])
+    assert (cfg.model.encoder, cfg.model.dynamics, cfg.model.hidden) == ("gat", "rssm", 8)
+    assert twm.parse(["--preset", "device_placement"]).env == "DevicePlacement-v0"
