@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from worldmodels.imagined_env import ImaginedEnv, Start, encode_starts
+from worldmodels.imagined_env import ImaginedEnv, encode_starts, open_loop
 from worldmodels.replay import REWRITE, Replay
 from worldmodels.world_model import WorldModel
 
@@ -64,21 +64,6 @@ def window_starts(replay: Replay, max_windows: int, seed: int = 0) -> np.ndarray
     return np.sort(np.random.default_rng(seed).choice(n, max_windows, replace=False))
 
 
-def imagine_under(env: ImaginedEnv, params, start: Start, actions, key):
-    """Step ``env`` from ONE start under the given actions int32 [k] (open loop). Returns
-    reward [k], terminated bool [k] and action_mask bool [k, n_actions], as `ImaginedEnv.step`
-    reports them (zero reward and no new flag once the imagined episode has ended)."""
-    state, _ = env.reset(params, key, start)
-
-    def body(state, xs):
-        a, k = xs
-        state, ts = env.step(params, state, a, k)
-        return state, (ts.reward, ts.terminated, ts.action_mask)
-
-    _, out = jax.lax.scan(body, state, (actions, jax.random.split(key, actions.shape[0])))
-    return out
-
-
 def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 10), seed: int = 0,
              max_windows: int = 512, reference: Replay | None = None) -> dict[str, float]:
     """Fidelity metrics and baselines (see the module docstring) as a flat dict of floats.
@@ -94,7 +79,7 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
     start = encode_starts(wm, params, replay, s0)
     keys = jax.random.split(jax.random.key(seed), len(starts))
     env = ImaginedEnv(wm, max_steps=kmax)
-    run = jax.jit(jax.vmap(lambda p, s, a, k: imagine_under(env, p, s, a, k), (None, 0, 0, 0)))
+    run = jax.jit(jax.vmap(lambda p, s, a, k: open_loop(env, p, s, a, k), (None, 0, 0, 0)))
     r_pred, t_pred, m_pred = (np.asarray(x) for x in run(params, start, jnp.asarray(w["action"]), keys))
     valid = w["valid"].astype(bool)
     r_real = w["reward"].astype(np.float64)

@@ -19,8 +19,9 @@ probability > 0.5; placement: predicted termination > 0.5. ``truncated``: ``max_
 imagined steps reached. Once done, `step` is a no-op (reward 0, flags kept). Illegal actions
 are not detected (a pure function cannot raise); use the mask.
 
-`rollout` advances a batch of imagined rollouts with a uniformly random legal policy, in
-chunks of rollouts each advanced by one ``lax.scan`` (used by the benchmark).
+`open_loop` steps one start under given actions (fidelity validation). `rollout` advances a
+batch of imagined rollouts with a uniformly random legal policy, in chunks of rollouts each
+advanced by one ``lax.scan`` (used by the benchmark).
 """
 from __future__ import annotations
 
@@ -127,6 +128,21 @@ def legal_action(word, mask):
     count = mask.astype(jnp.float32) @ jnp.triu(jnp.ones((n, n), jnp.float32))   # [n] legal in [0, j]
     i = word % jnp.maximum(count[-1], 1).astype(jnp.uint32)
     return (count <= i.astype(jnp.float32)).sum().astype(jnp.int32)
+
+
+def open_loop(env: ImaginedEnv, params, start: Start, actions, key):
+    """Step ``env`` from ONE start under the given actions int32 [k] (open loop). Returns
+    reward [k], terminated bool [k] and action_mask bool [k, n_actions], as `ImaginedEnv.step`
+    reports them (zero reward and no new flag once the imagined episode has ended)."""
+    state, _ = env.reset(params, key, start)
+
+    def body(state, xs):
+        a, k = xs
+        state, ts = env.step(params, state, a, k)
+        return state, (ts.reward, ts.terminated, ts.action_mask)
+
+    _, out = jax.lax.scan(body, state, (actions, jax.random.split(key, actions.shape[0])))
+    return out
 
 
 def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: int = 1024):

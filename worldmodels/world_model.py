@@ -202,23 +202,6 @@ class WorldModel:
             p = jnp.where(applied, 0.0, p)
         return p
 
-    def imagine(self, params, latent, slots: SlotDescription, actions, key):
-        """Open-loop rollout of ONE start (latent [Z], slots [A]) under actions int32 [k].
-        Returns reward [k] (env units), terminated probability [k], mask probability [k, A+1]."""
-        carry = self.initial_carry(params, latent, slots)
-        applied = jnp.zeros((self.num_slots + 1,), bool)
-
-        def body(c, xs):
-            carry, applied = c
-            a, k = xs
-            carry, pred = self.dyn.step(params["dynamics"], carry, a, k)
-            applied = self.consumed(applied, a)
-            return (carry, applied), (self.denorm_reward(params, pred.reward), jax.nn.sigmoid(pred.terminated),
-                                      self.mask_probs(pred.mask_logits, applied))
-
-        _, out = jax.lax.scan(body, (carry, applied), (actions, jax.random.split(key, actions.shape[0])))
-        return out
-
 
 # ----------------------------------------------------------------------------- training
 

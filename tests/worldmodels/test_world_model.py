@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from worldmodels import world_model as wmod
-from worldmodels.imagined_env import encode_starts
+from worldmodels.imagined_env import ImaginedEnv, encode_starts, open_loop
 from worldmodels.world_model import (Trainer, WorldModel, WorldModelConfig, make_train_batch, restore_world_model,
                                      save_world_model, train_buckets)
 
@@ -52,8 +52,9 @@ def test_save_restore_identical_predictions(setup, tmp_path):
     starts2 = encode_starts(wm, back.params, store, np.arange(4))
     np.testing.assert_array_equal(np.asarray(starts.latent), np.asarray(starts2.latent))
     acts = np.zeros(3, np.int32)
-    out1 = wm.imagine(state.params, starts.latent[0], jax.tree.map(lambda x: x[0], starts.slots), acts, jax.random.key(5))
-    out2 = wm.imagine(back.params, starts2.latent[0], jax.tree.map(lambda x: x[0], starts2.slots), acts, jax.random.key(5))
+    env = ImaginedEnv(wm, max_steps=3)
+    out1 = open_loop(env, state.params, jax.tree.map(lambda x: x[0], starts), acts, jax.random.key(5))
+    out2 = open_loop(env, back.params, jax.tree.map(lambda x: x[0], starts2), acts, jax.random.key(5))
     for a, b in zip(out1, out2):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # a different config is refused with a clear error
