@@ -112,12 +112,6 @@ class ImaginedEnv:
         return new, ts
 
 
-def random_action(key, mask):
-    """Uniform over the legal actions of a bool mask [n] (at least one legal), from ONE
-    random 32-bit word (`legal_action`)."""
-    return legal_action(jax.random.bits(key, (), jnp.uint32), mask)
-
-
 def legal_action(word, mask):
     """The i-th legal action of a bool mask [n], i = word mod (number of legal actions), for
     a uniform random uint32 ``word`` (bias < n / 2**32): the number of positions j with at

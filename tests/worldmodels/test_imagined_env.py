@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from worldmodels.imagined_env import ImaginedEnv, encode_starts, random_action, rollout
+from worldmodels.imagined_env import ImaginedEnv, encode_starts, legal_action, rollout
 from worldmodels.world_model import WorldModelConfig
 
 CFG = WorldModelConfig(width=8, depth=1, latent_dim=8, hidden=16, slot_width=8, mixtures=2)
@@ -82,7 +82,8 @@ def test_rollout_scan_and_truncation(setup):
     np.testing.assert_allclose(np.asarray(r3), np.asarray(rewards), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(d3), np.asarray(done))
     mask = jnp.array([False, True, False, True])
-    acts = jax.vmap(lambda k: random_action(k, mask))(jax.random.split(jax.random.key(3), 200))
+    words = jax.random.bits(jax.random.key(3), (200,), jnp.uint32)
+    acts = jax.vmap(lambda w: legal_action(w, mask))(words)
     assert set(np.asarray(acts).tolist()) == {1, 3}
     with pytest.raises(ValueError, match="max_steps"):
         ImaginedEnv(wm, max_steps=0)
