@@ -9,6 +9,11 @@ time batched imagined rollouts (``batch`` rollouts x ``horizon`` steps in one ji
 ``lax.scan``, random legal actions, after compile); (3) world-model train steps/s on the
 collected data (after compile). Peak memory = the process's peak resident set size
 (``ru_maxrss``) after that graph. Prints a markdown table; ``--out`` writes JSON too.
+
+The environment's arguments and the collection policy are ``train_world_model``'s
+``--data.*`` section (``--data.max_candidates``, ``--data.devices``, ``--data.policy``...;
+``--data.val_fraction`` does not apply, ``--data.load`` is refused); the world model is the
+``--model.*`` section. The real-rate measurement always steps a random legal policy.
 """
 from __future__ import annotations
 
@@ -22,15 +27,14 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from worldmodels.config import MODEL_ALIASES, WorldModelConfig, parse_args
+from experiments.train_world_model import DataConfig, behaviour_policy, env_kwargs
+from worldmodels.config import MODEL_ALIASES, ConfigError, WorldModelConfig, parse_args
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     env: str = "GraphRewrite-v0"
     graphs: str = "squeezenet,resnet50,bert"
-    max_candidates: int = 64
-    max_steps: int = 20
     real_seconds: float = 3.0       # wall time spent stepping the real env per graph
     episodes: int = 4               # episodes collected for the start states / training data
     batch: int = 4096               # imagined rollouts in parallel
@@ -39,6 +43,7 @@ class BenchConfig:
     train_steps: int = 5            # timed train steps (after one compile step)
     seed: int = 0
     out: str = ""                   # optional JSON output path
+    data: DataConfig = field(default_factory=DataConfig)   # env arguments (--data.*, as in train_world_model)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
 
 
@@ -63,9 +68,10 @@ def bench_graph(cfg: BenchConfig, graph: str) -> dict:
     from worldmodels.replay import collect
     from worldmodels.world_model import Trainer, WorldModel, make_train_batch, sample_starts, train_buckets
 
-    kw = {"max_candidates": cfg.max_candidates, "max_steps": cfg.max_steps} if cfg.env == "GraphRewrite-v0" else {}
+    kw = env_kwargs(cfg.env, cfg.data)
     real = real_rate(cfg.env, graph, kw, cfg.real_seconds, cfg.seed)
-    store = collect(cfg.env, [graph], cfg.episodes, "random", seed=cfg.seed, env_kwargs=kw)
+    store = collect(cfg.env, [graph], cfg.episodes, behaviour_policy(cfg.data), seed=cfg.seed, env_kwargs=kw,
+                    horizon=cfg.data.horizon)
     wm = WorldModel.for_replay(cfg.model, store)
     params = wm.init(jax.random.key(cfg.seed), store)
     starts = encode_starts(wm, params, store, store.state_of)
@@ -101,6 +107,8 @@ def bench_graph(cfg: BenchConfig, graph: str) -> dict:
 def main(argv: list[str] | None = None) -> list[dict]:
     cfg = parse_args(argv, {"default": BenchConfig}, base=BenchConfig(),
                      aliases=MODEL_ALIASES)
+    if cfg.data.load:
+        raise ConfigError("bench_world_model collects its own episodes per graph; --data.load does not apply")
     rows = [bench_graph(cfg, g.strip()) for g in cfg.graphs.split(",") if g.strip()]
     print(f"env {cfg.env}, encoder {cfg.model.encoder}, dynamics {cfg.model.dynamics}, {cfg.batch} imagined rollouts x "
           f"{cfg.horizon} steps, devices {jax.devices()}")

@@ -124,25 +124,30 @@ def _graphs(text: str) -> list[str]:
     return [g.strip() for g in text.split(",") if g.strip()]
 
 
-def env_kwargs(cfg: RunConfig) -> dict:
-    """Constructor arguments of ``cfg.env`` from the ``--data.*`` fields that apply to it
-    (MemoryPlacement-v0 and other environments take none)."""
-    d = cfg.data
-    if cfg.env == "GraphRewrite-v0":
+def env_kwargs(env: str, d: DataConfig) -> dict:
+    """Constructor arguments of environment ``env`` from the ``--data.*`` fields that apply
+    to it (MemoryPlacement-v0 and other environments take none)."""
+    if env == "GraphRewrite-v0":
         return {"max_steps": d.max_steps, "max_candidates": d.max_candidates}
-    if cfg.env == "DevicePlacement-v0":
+    if env == "DevicePlacement-v0":
         if d.groups < 0:
             raise ConfigError(f"--data.groups must be >= 0 (0 = one op per step), got {d.groups}")
         return {"devices": d.devices, "reward": d.reward, "groups": d.groups or None}
     return {}
 
 
+def behaviour_policy(d: DataConfig):
+    """The collection policy named by ``--data.policy`` (and ``--data.epsilon``)."""
+    from worldmodels.replay import epsilon_policy, greedy_policy, make_policy
+
+    return epsilon_policy(greedy_policy(), d.epsilon) if d.policy == "epsilon_greedy" else make_policy(d.policy)
+
+
 def get_data(cfg: RunConfig, kw: dict):
     """(train, validation, unseen-or-None) replay stores; ``kw``: the env's `env_kwargs`."""
-    from worldmodels.replay import Replay, collect, epsilon_policy, greedy_policy, make_policy
+    from worldmodels.replay import Replay, collect
 
-    policy = (epsilon_policy(greedy_policy(), cfg.data.epsilon) if cfg.data.policy == "epsilon_greedy"
-              else make_policy(cfg.data.policy))
+    policy = behaviour_policy(cfg.data)
     if cfg.data.load:
         store = Replay.load(cfg.data.load)
     else:
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--episodes must be >= 2 to split train/validation episodes, got {cfg.episodes}")
     if max(cfg.train.ks) > cfg.data.horizon:
         raise ValueError(f"--train.ks {cfg.train.ks} exceed --data.horizon {cfg.data.horizon}")
-    kw = env_kwargs(cfg)
+    kw = env_kwargs(cfg.env, cfg.data)
     os.makedirs(cfg.logdir, exist_ok=True)
     save_config(cfg, cfg.logdir)
     t0 = time.time()
