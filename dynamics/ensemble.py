@@ -27,7 +27,7 @@ class EnsembleCarry(NamedTuple):
     z: jnp.ndarray            # [E, Z]
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
-    keys: jnp.ndarray         # [A+1, hidden] mask-head key features of the slots (`Heads.keys`), fixed per rollout
+    keys: jnp.ndarray         # [A+1, rank + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
 
 
 class Member(nn.Module):
@@ -57,13 +57,14 @@ class Ensemble(nn.Module):
     num_rules: int = 0
     probabilistic: bool = True
     logvar_bound_coef: float = 0.01
+    mask_rank: int = 8
 
     def setup(self):
         self.slot_embed = SlotEmbed(self.slot_width, self.num_rules)
         members = nn.vmap(Member, variable_axes={"params": 0}, split_rngs={"params": True},
                           in_axes=(0, None), out_axes=0, axis_size=self.n_members)
         self.members = members(self.latent_dim, self.hidden, self.probabilistic)
-        self.heads = Heads(self.hidden)
+        self.heads = Heads(self.hidden, self.mask_rank)
 
     def __call__(self, latent, desc, action, key):  # used by init only
         carry = self.initial_carry(latent, desc, key)

@@ -86,71 +86,38 @@ class SlotEmbed(nn.Module):
         return jnp.where(valid[:, None], slots, 0.0), valid
 
 
-class DenseParams(nn.Module):
-    """The parameters of an ``nn.Dense(features)`` on ``in_features`` inputs (same names,
-    shapes and initialisers: kernel [in_features, features], bias [features]), for a
-    caller that contracts them differently than ``x @ kernel + bias``."""
-
-    in_features: int
-    features: int
-
-    def setup(self):
-        self.kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features))
-        self.bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-
-
-class SlotKeys(nn.Module):
-    """The mask head's key MLP ``slot [S] -> width -> width + 1`` (``Dense_0``, SiLU,
-    ``Dense_1``: the parameters of ``MLP((width, width + 1))``), applied in two parts:
-    `hidden` per slot (once per rollout) and `score`, which contracts the last layer with
-    the query instead of materialising the [A+1, width + 1] keys."""
-
-    width: int
-
-    def setup(self):
-        self.Dense_0 = nn.Dense(self.width)
-        self.Dense_1 = DenseParams(self.width, self.width + 1)
-
-    def hidden(self, slots):
-        """slots [..., S] -> hidden key features [..., width]."""
-        return nn.silu(self.Dense_0(slots))
-
-    def score(self, hidden, q):
-        """hidden [A+1, width], q [width + 1] -> [A+1] = ``(hidden @ kernel + bias) @ q``,
-        computed as ``hidden @ (kernel @ q) + bias @ q``."""
-        return hidden @ (self.Dense_1.kernel @ q) + self.Dense_1.bias @ q
-
-
 class Heads(nn.Module):
     """Reward, termination and action-mask heads.
 
-    ``keys(slots [A+1, S]) -> [A+1, width]``: per-slot key features (the hidden layer of
-    the key MLP, `SlotKeys`). They depend only on the carried slots, so the models compute
-    them ONCE in ``initial_carry`` and keep them in the carry.
-    ``__call__(feat [F], keys [A+1, width], slot_valid [A+1]) -> (reward [],
-    terminated logit [], mask_logits [A+1])``: mask logit j ("slot j is legal in the
-    predicted state") is the bilinear score ``key_j . [query(feat), 1]`` with ``key_j`` the
-    key MLP's output for slot j (its last column acts as a per-slot bias): O(A * width)
-    multiply-adds per step instead of an MLP per slot (slots consumed by the rollout are
-    handled by `WorldModel.mask_probs`)."""
+    ``keys(slots [A+1, S]) -> [A+1, rank + 1]``: per-slot mask keys from the key MLP
+    (``slot -> width -> rank + 1``). They depend only on the carried slots, so the models
+    compute them ONCE in ``initial_carry`` and keep them in the carry.
+    ``__call__(feat [F], keys [A+1, rank + 1], slot_valid [A+1]) -> (reward [], terminated
+    logit [], mask_logits [A+1])``: one MLP ``feat -> 2 width -> 2 + rank`` gives the reward,
+    the termination logit and a query q [rank]; mask logit j ("slot j is legal in the
+    predicted state") is ``keys[j, :rank] . q + keys[j, rank]``, a rank-``rank`` bilinear
+    score plus a per-slot bias: (A+1) * rank multiply-adds per step instead of an MLP per
+    slot (slots consumed by the rollout are handled by `WorldModel.legal_slots`)."""
 
     width: int
+    rank: int = 8
 
     def setup(self):
-        self.reward_mlp = MLP((self.width, 1))
-        self.term_mlp = MLP((self.width, 1))
-        self.query = MLP((self.width, self.width))
-        self.key = SlotKeys(self.width)
+        self.out = MLP((2 * self.width, 2 + self.rank))
+        self.key = MLP((self.width, self.rank + 1))
 
     def keys(self, slots):
-        return self.key.hidden(slots)
+        return self.key(slots)
 
     def __call__(self, feat, keys, slot_valid):
-        reward = self.reward_mlp(feat)[0]
-        term = self.term_mlp(feat)[0]
-        q = jnp.concatenate([self.query(feat), jnp.ones((1,), feat.dtype)])
-        logits = self.key.score(keys, q)
-        return reward, term, jnp.where(slot_valid, logits, NEG_LOGIT)
+        y = self.out(feat)
+        q = y[2:]
+        # the rank-r contraction as r multiply-adds over [A+1], which XLA fuses into one
+        # elementwise loop (under vmap a batched matrix-vector product is ~3x slower on CPU)
+        logits = keys[:, self.rank]
+        for i in range(self.rank):
+            logits = logits + keys[:, i] * q[i]
+        return y[0], y[1], jnp.where(slot_valid, logits, NEG_LOGIT)
 
 
 class Predictions(NamedTuple):

@@ -3,7 +3,7 @@ parametrises a mixture of `n_mixtures` diagonal Gaussians over the next latent.
 
 Carry: LSTM state (c, h) [hidden], the current latent z [Z], and the carried slots with their
 mask-head keys (computed once per rollout, `dynamics.heads.Heads`).
-step: advance the LSTM with (z, slots[action]); sample a component with logits / temperature
+step: advance the LSTM with [z, slots[action]] (as in World Models, no input layer); sample a component with logits / temperature
 and z_next = mu + sigma * sqrt(temperature) * eps (`sample_component_and_noise`); reward /
 termination / mask heads read h.
 Loss: mixture negative log-likelihood of the next latent (per latent dimension) + heads.
@@ -27,7 +27,7 @@ class MDNCarry(NamedTuple):
     z: jnp.ndarray            # [Z] current latent
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
-    keys: jnp.ndarray         # [A+1, hidden] mask-head key features of the slots (`Heads.keys`), fixed per rollout
+    keys: jnp.ndarray         # [A+1, rank + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
 
 
 def mixture_log_prob(logits, means, log_std, x):
@@ -49,6 +49,22 @@ def sample_component_and_noise(key, logits, dim):
     return comp, eps
 
 
+class LSTMCell(nn.Module):
+    """An LSTM cell whose four gates come from ONE matmul over [x, h] (one kernel
+    [in + features, 4 features]); forget-gate bias +1 (Jozefowicz et al., 2015).
+    (carry (c, h) [features], x [in]) -> ((c, h), h)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, carry, x):
+        c, h = carry
+        i, f, g, o = jnp.split(nn.Dense(4 * self.features)(jnp.concatenate([x, h])), 4)
+        c = nn.sigmoid(f + 1.0) * c + nn.sigmoid(i) * jnp.tanh(g)
+        h = nn.sigmoid(o) * jnp.tanh(c)
+        return (c, h), h
+
+
 class MDNRNN(nn.Module):
     latent_dim: int
     hidden: int = 64
@@ -56,13 +72,13 @@ class MDNRNN(nn.Module):
     slot_width: int = 32
     num_rules: int = 0
     temperature: float = 1.0
+    mask_rank: int = 8
 
     def setup(self):
         self.slot_embed = SlotEmbed(self.slot_width, self.num_rules)
-        self.inp = nn.Dense(self.hidden)
-        self.cell = nn.OptimizedLSTMCell(self.hidden)  # LSTMCell's params and math; gates fused into two matmuls
+        self.cell = LSTMCell(self.hidden)
         self.mdn = nn.Dense(self.n_mixtures * (1 + 2 * self.latent_dim))
-        self.heads = Heads(self.hidden)
+        self.heads = Heads(self.hidden, self.mask_rank)
 
     def __call__(self, latent, desc, action, key):  # used by init only: touches every submodule
         carry = self.initial_carry(latent, desc, key)
@@ -75,8 +91,7 @@ class MDNRNN(nn.Module):
         return MDNCarry(zeros, zeros, latent, slots, valid, self.heads.keys(slots))
 
     def _advance(self, carry: MDNCarry, action):
-        x = nn.silu(self.inp(jnp.concatenate([carry.z, carry.slots[action]])))
-        (c, h), out = self.cell((carry.c, carry.h), x)
+        (c, h), out = self.cell((carry.c, carry.h), jnp.concatenate([carry.z, carry.slots[action]]))
         m, z = self.n_mixtures, self.latent_dim
         p = self.mdn(out)
         logits, means, log_std = p[:m], p[m:m + m * z].reshape(m, z), p[m + m * z:].reshape(m, z)

@@ -33,7 +33,7 @@ class RSSMCarry(NamedTuple):
     z: jnp.ndarray            # [stoch] or [stoch * classes]
     slots: jnp.ndarray        # [A+1, S]
     slot_valid: jnp.ndarray   # bool [A+1]
-    keys: jnp.ndarray         # [A+1, hidden] mask-head key features of the slots (`Heads.keys`), fixed per rollout
+    keys: jnp.ndarray         # [A+1, rank + 1] mask-head keys of the slots (`Heads.keys`), fixed per rollout
 
 
 class RSSM(nn.Module):
@@ -48,6 +48,7 @@ class RSSM(nn.Module):
     unimix: float = 0.01
     free_bits: float = 1.0
     kl_balance: float = 0.8
+    mask_rank: int = 8
 
     def setup(self):
         stats = 2 * self.stoch if self.classes == 0 else self.stoch * self.classes
@@ -57,7 +58,7 @@ class RSSM(nn.Module):
         self.prior_net = MLP((self.hidden, stats))
         self.post_net = MLP((self.hidden, stats))
         self.decoder = MLP((self.hidden, self.latent_dim))
-        self.heads = Heads(self.hidden)
+        self.heads = Heads(self.hidden, self.mask_rank)
 
     # -- distributions over z (stats are raw network outputs) --
     def _dist(self, stats):

@@ -1,7 +1,7 @@
 """Collect (or load) real trajectories, train a world model, validate it against the simulator.
 
     python -m experiments.train_world_model --env GraphRewrite-v0 --graphs squeezenet,resnet50,bert \\
-        --episodes 24 --encoder gn --dynamics mdnrnn --logdir runs/wm [--model.seq_len 4 ...]
+        --episodes 48 --encoder gn --dynamics mdnrnn --logdir runs/wm [--model.seq_len 4 ...]
 
 Flags follow the project's config system (`worldmodels.config` parser): top-level fields
 (``--env``, ``--graphs``, ``--episodes``, ``--logdir``, ``--seed``, ``--unseen``...) and
@@ -48,7 +48,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 300                # optimisation steps
+    steps: int = 1000               # optimisation steps
     log_every: int = 10             # train steps between model/* scalars
     eval_windows: int = 256         # fidelity windows per evaluation (0 = all)
     ks: tuple[int, ...] = (1, 5, 10)
@@ -58,7 +58,7 @@ class TrainConfig:
 class RunConfig:
     env: str = "GraphRewrite-v0"
     graphs: str = "squeezenet,resnet50,bert"
-    episodes: int = 24
+    episodes: int = 48
     unseen: str = "resnext50"       # a graph never seen in training ("" = skip)
     unseen_episodes: int = 6
     logdir: str = "runs/world_model"

@@ -61,6 +61,7 @@ class WorldModelConfig:
     latent_dim: int = 32            # encoder latent Z
     hidden: int = 32                # dynamics hidden size (LSTM / GRU deter / member MLP, heads)
     slot_width: int = 16            # action-slot embedding width
+    mask_rank: int = 8              # rank of the mask head's bilinear slot score (`dynamics.heads.Heads`)
     mixtures: int = 3               # mdnrnn mixture components
     members: int = 3                # ensemble members
     stoch: int = 16                 # rssm stochastic size

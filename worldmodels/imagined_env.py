@@ -11,8 +11,8 @@ slots + stop (index A, always legal; choosing it terminates with reward 0); plac
 and no stop (if no slot is predicted legal, all are allowed, like the real env). The mask of
 the next state is ``slot exists and sigmoid(mask logit) > threshold`` over the *carried*
 slots of the start state (see `dynamics.heads`; with the model's ``consumed_prior``, slots
-already applied in this rollout stay illegal, `WorldModel.mask_probs`). The observation is the predicted next
-latent in the encoder's latent space (the start's encoder latent after reset).
+already applied in this rollout stay illegal, `WorldModel.legal_slots`). The observation is
+the predicted next latent in the encoder's latent space (the start's encoder latent after reset).
 
 ``terminated``: rewriting: stop chosen, no non-stop slot legal, or predicted termination
 probability > 0.5; placement: predicted termination > 0.5. ``truncated``: ``max_steps``
@@ -22,6 +22,11 @@ are not detected (a pure function cannot raise); use the mask.
 `open_loop` steps one start under given actions (fidelity validation). `rollout` advances a
 batch of imagined rollouts with a uniformly random legal policy, in chunks of rollouts each
 advanced by one ``lax.scan`` (used by the benchmark).
+
+Keys: any JAX key works. A step draws its noise with ``jax.random``; with the default
+threefry keys that costs about as much as the rest of a small model's step on a CPU (XLA
+runs threefry's rounds as a loop there), so hot loops pass keys made by `imagination_key`
+(Philox-4x32-10, JAX's ``philox4x32`` implementation, about 4x cheaper per draw).
 """
 from __future__ import annotations
 
@@ -37,16 +42,20 @@ from worldmodels.world_model import WorldModel
 
 
 class Start(NamedTuple):
-    """An encoded real state: latent [Z], slots [A], action_mask bool [A+1] (real mask)."""
+    """An encoded real state: latent [Z], slots [A], action_mask bool [A+1] (real mask), and
+    optionally the dynamics' initial carry at it (`WorldModel.initial_carry`: the slot
+    embeddings and mask keys, a function of the state alone). `encode_starts` fills it in,
+    so rollouts started from the same state share that work; None: `reset` computes it."""
 
     latent: jnp.ndarray
     slots: SlotDescription
     action_mask: jnp.ndarray
+    carry: Any = None
 
 
 class ImaginedState(NamedTuple):
     carry: Any
-    applied: jnp.ndarray       # bool [A+1] slots applied so far (`WorldModel.mask_probs`)
+    applied: jnp.ndarray       # bool [A+1] slots applied so far (`WorldModel.legal_slots`)
     action_mask: jnp.ndarray   # bool [n_actions]
     t: jnp.ndarray             # int32 []
     done: jnp.ndarray          # bool []
@@ -66,6 +75,8 @@ class ImaginedEnv:
     def __init__(self, wm: WorldModel, max_steps: int = 50, mask_threshold: float = 0.5):
         if max_steps < 1:
             raise ValueError(f"imagined env max_steps must be >= 1, got {max_steps}")
+        if not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"imagined env mask_threshold must be in (0, 1), got {mask_threshold}")
         self.wm, self.max_steps, self.threshold = wm, int(max_steps), float(mask_threshold)
         self.rewrite = wm.kind == REWRITE
         self.num_slots = wm.num_slots
@@ -74,13 +85,13 @@ class ImaginedEnv:
     def _mask(self, legal_slots):
         """legal_slots bool [A+1] (model layout) -> env mask [n_actions]."""
         a = self.num_slots
-        if self.rewrite:
-            return legal_slots.at[a].set(True)
+        if self.rewrite:  # the stop slot is always legal (elementwise: a scatter is slow under vmap)
+            return legal_slots | (jnp.arange(a + 1) == a)
         m = legal_slots[:a]
         return jnp.where(m.any(), m, jnp.ones_like(m))
 
     def reset(self, params, key, start: Start):
-        carry = self.wm.initial_carry(params, start.latent, start.slots)
+        carry = start.carry if start.carry is not None else self.wm.initial_carry(params, start.latent, start.slots)
         mask = self._mask(start.action_mask.astype(bool))
         applied = jnp.zeros((self.num_slots + 1,), bool)
         state = ImaginedState(carry, applied, mask, jnp.int32(0), jnp.bool_(False))
@@ -91,7 +102,7 @@ class ImaginedEnv:
         action = jnp.asarray(action, jnp.int32)
         carry, pred = self.wm.dyn.step(params["dynamics"], state.carry, action, key)
         applied = self.wm.consumed(state.applied, action)
-        legal = (self.wm.mask_probs(pred.mask_logits, applied) > self.threshold) & state.carry.slot_valid
+        legal = self.wm.legal_slots(pred.mask_logits, applied, self.threshold) & state.carry.slot_valid
         mask = self._mask(legal)
         term = jax.nn.sigmoid(pred.terminated) > 0.5
         if self.rewrite:
@@ -112,16 +123,31 @@ class ImaginedEnv:
         return new, ts
 
 
+def imagination_key(key: jax.Array) -> jax.Array:
+    """A Philox-4x32-10 key (JAX's ``philox4x32`` implementation) derived from any ``key``:
+    the cheap key type for imagined steps (see the module docstring)."""
+    return jax.random.wrap_key_data(jax.random.bits(key, (2,), jnp.uint32), impl="philox4x32")
+
+
+def _hash32(x):
+    """A bijective 32-bit integer mix with full avalanche (Wellons' "lowbias32")."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
 def legal_action(word, mask):
-    """The i-th legal action of a bool mask [n], i = word mod (number of legal actions), for
-    a uniform random uint32 ``word`` (bias < n / 2**32): the number of positions j with at
-    most i legal actions in [0, j]. The running count is a matmul with a triangular matrix
-    of ones (exact in float32; under vmap one [B, n] x [n, n] matmul, cheaper on CPU than
-    ``cumsum``)."""
+    """A random legal action of a bool mask [n] for a uniform random uint32 ``word``: the
+    legal position j with the largest score ``hash(word + j * golden)``, `_hash32` (the
+    random-priority form of uniform sampling without replacement). The position is packed
+    into the score's low bits so one integer max finds it (a tie in the remaining high bits,
+    odds ~n^2 / 2^(33 - log2 n), goes to the larger position). O(n) integer operations,
+    fused by XLA into one loop; with no legal position it returns 0."""
     n = mask.shape[-1]
-    count = mask.astype(jnp.float32) @ jnp.triu(jnp.ones((n, n), jnp.float32))   # [n] legal in [0, j]
-    i = word % jnp.maximum(count[-1], 1).astype(jnp.uint32)
-    return (count <= i.astype(jnp.float32)).sum().astype(jnp.int32)
+    bits = max(int(n - 1).bit_length(), 1)
+    j = jnp.arange(n, dtype=jnp.uint32)
+    score = (_hash32(word + j * jnp.uint32(0x9E3779B9)) >> bits) << bits | j
+    return (jnp.where(mask, score, 0).max() & jnp.uint32((1 << bits) - 1)).astype(jnp.int32)
 
 
 def open_loop(env: ImaginedEnv, params, start: Start, actions, key):
@@ -145,17 +171,17 @@ def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: i
 
     The rollouts run ``chunk`` at a time (a `lax.map` over chunks, each a `lax.scan` over
     the steps), so one chunk's state - the carried slots and mask keys, [chunk, A+1, ...] -
-    stays in cache across its steps and XLA's temporary buffer stays small (all B at once
-    needs ~90 MB per call at the default sizes, paid again in page faults on every call).
+    stays in cache across its steps and XLA's temporary buffer stays small.
     Every rollout's randomness is derived from ``key`` independently of ``chunk`` (a reset
-    key, and per step one random word for its action, `legal_action`, and one step key), so
-    the result does not depend on ``chunk``."""
+    key, and per step one random word for its action, `legal_action`, and one
+    `imagination_key` step key), so the result does not depend on ``chunk``."""
     b = starts.latent.shape[0]
     n = -(-b // min(chunk, b))              # number of chunks
     c = -(-b // n)                          # rollouts per chunk (the last padded by repeating rollout 0)
     kr, ka, ks = jax.random.split(key, 3)
     reset_keys = jax.random.split(kr, b)                                                  # [B]
     words = jax.random.bits(ka, (horizon, b), jnp.uint32)                                 # [H, B]
+    ks = imagination_key(ks)
     step_keys = jax.vmap(lambda k: jax.random.split(k, b))(jax.random.split(ks, horizon))  # [H, B]
 
     def chunks(x, axis=0):                  # [..., B, ...] -> [n, ..., c, ...]
@@ -182,9 +208,9 @@ def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: i
 
 
 def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, chunk: int = 16) -> Start:
-    """Encode replay states (indices [B]) into `Start`s with leading dim [B]; batches of
-    ``chunk`` states padded to one capacity (the last chunk repeats its final state), so the
-    jitted encoder compiles once per capacity."""
+    """Encode replay states (indices [B]) into `Start`s with leading dim [B], initial carries
+    included; batches of ``chunk`` states padded to one capacity (the last chunk repeats its
+    final state), so the jitted encoder compiles once per capacity."""
     from encoders.graphs import Buckets, batch_observations
 
     states = np.asarray(states, np.int64)
@@ -196,7 +222,7 @@ def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, ch
     cap_e = int(2 ** np.ceil(np.log2(max(sizes_e[states].max() * chunk, 1))))
     buckets = Buckets(nodes=(cap_n,), edges=(cap_e,))
     fn = _encode_fn(wm)
-    lats, slots = [], []
+    outs = []
     for i in range(0, len(states), chunk):
         idx = states[i:i + chunk]
         idx = np.concatenate([idx, np.full(chunk - len(idx), idx[-1])])
@@ -205,13 +231,10 @@ def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, ch
             rule, nodes = batch.candidate_rule, batch.candidate_nodes
         else:
             rule, nodes = np.zeros((chunk, 0), np.int32), np.zeros((chunk, 0, 0), np.int32)
-        lat, sl = fn(params, batch.graphs, rule, nodes)
-        lats.append(lat)
-        slots.append(sl)
+        outs.append(fn(params, batch.graphs, rule, nodes))
     n = len(states)
-    lat = jnp.concatenate(lats)[:n]
-    sl = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *slots)
-    return Start(lat, sl, jnp.asarray(replay.action_mask[states].astype(bool)))
+    lat, sl, carry = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *outs)
+    return Start(lat, sl, jnp.asarray(replay.action_mask[states].astype(bool)), carry)
 
 
 _ENCODE_CACHE: dict = {}
@@ -221,6 +244,7 @@ def _encode_fn(wm: WorldModel):
     key = id(wm)
     if key not in _ENCODE_CACHE:
         def f(params, graphs, rule, nodes):
-            return wm.encode(params, graphs, rule, nodes, rule.shape[0])
+            lat, sl = wm.encode(params, graphs, rule, nodes, rule.shape[0])
+            return lat, sl, jax.vmap(wm.initial_carry, (None, 0, 0))(params, lat, sl)
         _ENCODE_CACHE[key] = (wm, jax.jit(f))
     return _ENCODE_CACHE[key][1]

@@ -809,18 +809,17 @@ class Loop:
     def _fixed_buckets(self, need):
         """One training capacity for the whole run (one compile): room for 1.5x the largest
         graph in every window state, grown only if the replay ever needs more."""
-        from encoders.graphs import Buckets
+        from worldmodels.world_model import TrainBuckets, capacity_for
         cur = getattr(self, "_train_buckets", None)
         if cur is None:
             from systems_envs.graph.load import load_graph
-            g = self.wm.cfg.batch_size * (self.wm.cfg.seq_len + 1)
             gs = [load_graph(x) for x in self.graphs]
-            n = max(len(x) for x in gs)
-            m = max(sum(len(v.inputs) for v in x.nodes.values()) for x in gs)
-            cur = Buckets(nodes=(next_pow2(int(1.5 * n) * g + 1),), edges=(next_pow2(int(1.5 * m) * g),))
-        if need.nodes[0] > cur.nodes[0] or need.edges[0] > cur.edges[0]:
-            cur = Buckets(nodes=(max(need.nodes[0], cur.nodes[0]),), edges=(max(need.edges[0], cur.edges[0]),))
-        return cur
+            n = int(1.5 * max(len(x) for x in gs))
+            m = int(1.5 * max(sum(len(v.inputs) for v in x.nodes.values()) for x in gs))
+            b, t = self.wm.cfg.batch_size, self.wm.cfg.seq_len
+            cur = TrainBuckets(capacity_for(n, m, b), capacity_for(n, m, b * t))
+        grow = lambda c, nd: type(c)(nodes=(max(c.nodes[0], nd.nodes[0]),), edges=(max(c.edges[0], nd.edges[0]),))  # noqa: E731
+        return TrainBuckets(grow(cur.first, need.first), grow(cur.rest, need.rest))
 
     def _reencode(self, st, batch: Transition, raw_steps: list[list[dict]]) -> Transition:
         """The real PPO batch with its observations re-encoded by the updated encoder (the

@@ -55,13 +55,25 @@ TRAIN_BUCKETS = Buckets(nodes=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
                         edges=(512, 1024, 2048, 4096, 8192, 16384, 32768, 65536))
 
 
+class TrainBuckets(NamedTuple):
+    """Capacities of a training batch's two graph batches: ``first`` for the B window starts
+    s_0, ``rest`` for the B*T later states."""
+
+    first: Buckets = TRAIN_BUCKETS
+    rest: Buckets = TRAIN_BUCKETS
+
+
 class TrainBatch(NamedTuple):
-    """One training batch (NumPy). graphs: padded GraphsTuple of the B*(T+1) states (state
-    b*(T+1)+t = s_t of window b) with n_graph = B*(T+1)+1; cand_rule [B, A] / cand_nodes
-    [B, A, K] of each s_0 (positions into graphs.nodes; zero-size for placement); action
-    int32 [B, T]; reward / terminated / valid float32 [B, T]; next_mask float32 [B, T, A+1]."""
+    """One training batch (NumPy) of B windows of T steps. graphs: padded GraphsTuple of the
+    window starts s_0 (graph b = s_0 of window b; n_graph = B+1), the states gradients reach
+    the encoder through; next_graphs: padded GraphsTuple of s_1..s_T (graph b*T + t-1 = s_t of
+    window b; n_graph = B*T+1), encoded only as targets. Encoding them apart means the
+    backward pass runs over the B starts, not all B*(T+1) states. cand_rule [B, A] /
+    cand_nodes [B, A, K] of each s_0 (positions into graphs.nodes; zero-size for placement);
+    action int32 [B, T]; reward / terminated / valid float32 [B, T]; next_mask float32 [B, T, A+1]."""
 
     graphs: Any
+    next_graphs: Any
     cand_rule: np.ndarray
     cand_nodes: np.ndarray
     action: np.ndarray
@@ -71,19 +83,20 @@ class TrainBatch(NamedTuple):
     next_mask: np.ndarray
 
 
-def make_train_batch(replay: Replay, starts: np.ndarray, seq_len: int, buckets: Buckets = TRAIN_BUCKETS) -> TrainBatch:
+def make_train_batch(replay: Replay, starts: np.ndarray, seq_len: int,
+                     buckets: TrainBuckets = TrainBuckets()) -> TrainBatch:
     """Windows of ``seq_len`` steps starting at transitions ``starts`` [B] -> `TrainBatch`."""
     w = replay.windows(starts, seq_len)
-    states = w["state"].reshape(-1)
     b = len(starts)
-    obs = [replay.state_obs(int(i)) for i in states]
-    batch = batch_observations(obs, buckets, n_graph=len(obs) + 1)
+    obs = lambda idx: [replay.state_obs(int(i)) for i in idx.reshape(-1)]  # noqa: E731
+    first = batch_observations(obs(w["state"][:, 0]), buckets.first, n_graph=b + 1)
+    rest = batch_observations(obs(w["state"][:, 1:]), buckets.rest, n_graph=b * seq_len + 1)
     if replay.kind == REWRITE:
-        rule, nodes = batch.candidate_rule[:: seq_len + 1], batch.candidate_nodes[:: seq_len + 1]
+        rule, nodes = first.candidate_rule, first.candidate_nodes
     else:
         rule, nodes = np.zeros((b, 0), np.int32), np.zeros((b, 0, 0), np.int32)
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
-    return TrainBatch(batch.graphs, rule, nodes, w["action"].astype(np.int32), f32(w["reward"]),
+    return TrainBatch(first.graphs, rest.graphs, rule, nodes, w["action"].astype(np.int32), f32(w["reward"]),
                       f32(w["terminated"]), f32(w["valid"]), f32(w["next_mask"]))
 
 
@@ -103,7 +116,8 @@ class WorldModel:
     def create(cls, cfg: WorldModelConfig, kind: str, num_slots: int, num_rules: int = 0) -> "WorldModel":
         dynamics = cfg.dynamics
         enc = make_encoder(cfg.encoder, width=cfg.width, depth=cfg.depth, latent_dim=cfg.latent_dim)
-        common = dict(latent_dim=cfg.latent_dim, slot_width=cfg.slot_width, num_rules=num_rules)
+        common = dict(latent_dim=cfg.latent_dim, slot_width=cfg.slot_width, num_rules=num_rules,
+                      mask_rank=cfg.mask_rank)
         if dynamics == "mdnrnn":
             extra = dict(hidden=cfg.hidden, n_mixtures=cfg.mixtures)
         elif dynamics == "ensemble":
@@ -174,9 +188,10 @@ class WorldModel:
         from dynamics import SequenceBatch
 
         b, t = batch.action.shape
-        node_emb, lat = self.encoder.apply(params["encoder"], batch.graphs)
-        lat = standardise(lat[: b * (t + 1)].reshape(b, t + 1, -1))
-        lat = jnp.concatenate([lat[:, :1], sg(lat[:, 1:])], axis=1)
+        node_emb, lat0 = self.encoder.apply(params["encoder"], batch.graphs)
+        _, lat_next = self.encoder.apply(sg(params["encoder"]), batch.next_graphs)   # targets: no gradient
+        lat = jnp.concatenate([standardise(lat0[:b])[:, None],
+                               sg(standardise(lat_next[: b * t]).reshape(b, t, -1))], axis=1)
         slots = self.slots(node_emb, batch.cand_rule, batch.cand_nodes)
         seq = SequenceBatch(lat, slots, batch.action, self.normalise_reward(params, batch.reward),
                             batch.terminated, batch.next_mask, batch.valid)
@@ -191,16 +206,18 @@ class WorldModel:
         hit = (jnp.arange(applied.shape[-1]) == action) & (action < self.num_slots)
         return applied | hit  # elementwise (a scatter is slow under vmap on CPU)
 
-    def mask_probs(self, mask_logits, applied):
-        """Legality probabilities [A+1] of the carried slots. With ``consumed_prior``
-        (rewriting), slots already applied in this trajectory get 0: applying (rule, nodes)
-        rewrites those nodes, so the same candidate is never offered again (checked on
-        collected data in tests/worldmodels/test_replay.py). The
-        learned head predicts every other slot."""
-        p = jax.nn.sigmoid(mask_logits)
+    def legal_slots(self, mask_logits, applied, threshold: float = 0.5):
+        """bool [A+1]: the carried slots predicted legal, sigmoid(logit) > ``threshold``
+        (compared in logit space). With ``consumed_prior`` (rewriting), slots already
+        applied in this trajectory are illegal: applying (rule, nodes) rewrites those
+        nodes, so the same candidate is never offered again (checked on collected data in
+        tests/worldmodels/test_replay.py). The learned head predicts every other slot."""
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"mask threshold must be in (0, 1), got {threshold}")
+        legal = mask_logits > float(np.log(threshold / (1.0 - threshold)))
         if self.kind == REWRITE and self.cfg.consumed_prior:
-            p = jnp.where(applied, 0.0, p)
-        return p
+            legal = legal & ~applied
+        return legal
 
 
 # ----------------------------------------------------------------------------- training
@@ -235,13 +252,18 @@ class Trainer:
         return self._step(state, batch, key)
 
 
-def train_buckets(replay: Replay, cfg: WorldModelConfig) -> Buckets:
-    """ONE (node, edge) capacity that holds any training batch of ``replay`` (the largest
-    state times B*(T+1), rounded up to a power of two): a single compile of the train step."""
-    g = cfg.batch_size * (cfg.seq_len + 1)
-    n = int(np.diff(replay.node_offset).max()) * g + 1
-    e = max(int(np.diff(replay.edge_offset).max()) * g, 1)
-    return Buckets(nodes=(int(2 ** np.ceil(np.log2(n))),), edges=(int(2 ** np.ceil(np.log2(e))),))
+def capacity_for(max_nodes: int, max_edges: int, graphs: int, quantum: int = 512) -> Buckets:
+    """ONE (node, edge) capacity for ``graphs`` graphs of at most ``max_nodes`` nodes and
+    ``max_edges`` edges each (plus jraph's padding node), rounded up to ``quantum``."""
+    up = lambda x: -(-int(x) // quantum) * quantum  # noqa: E731
+    return Buckets(nodes=(up(max_nodes * graphs + 1),), edges=(up(max(max_edges * graphs, 1)),))
+
+
+def train_buckets(replay: Replay, cfg: WorldModelConfig) -> TrainBuckets:
+    """ONE capacity per graph batch that holds any training batch of ``replay`` (the
+    largest state times B, and times B*T): a single compile of the train step."""
+    n, e = int(np.diff(replay.node_offset).max()), int(np.diff(replay.edge_offset).max())
+    return TrainBuckets(capacity_for(n, e, cfg.batch_size), capacity_for(n, e, cfg.batch_size * cfg.seq_len))
 
 
 def sample_starts(replay: Replay, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -250,7 +272,7 @@ def sample_starts(replay: Replay, batch_size: int, rng: np.random.Generator) -> 
 
 
 def train(wm: WorldModel, params, replay: Replay, steps: int, seed: int = 0, callback=None,
-          buckets: Buckets | None = None, progress: bool = False, state: TrainState | None = None) -> tuple[TrainState, list[dict]]:
+          buckets: TrainBuckets | None = None, progress: bool = False, state: TrainState | None = None) -> tuple[TrainState, list[dict]]:
     """``steps`` optimisation steps on random windows of ``replay``; ``callback(i, metrics)``
     after each. Returns the final state and the per-step metrics (floats)."""
     from worldmodels.logging import progress as bar

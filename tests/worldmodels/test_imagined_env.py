@@ -81,9 +81,40 @@ def test_rollout_scan_and_truncation(setup):
     r3, d3 = jax.jit(lambda p, k, s: rollout(env, p, k, s, 5, chunk=24))(params, jax.random.key(0), batch)
     np.testing.assert_allclose(np.asarray(r3), np.asarray(rewards), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(d3), np.asarray(done))
-    mask = jnp.array([False, True, False, True])
-    words = jax.random.bits(jax.random.key(3), (200,), jnp.uint32)
-    acts = jax.vmap(lambda w: legal_action(w, mask))(words)
-    assert set(np.asarray(acts).tolist()) == {1, 3}
     with pytest.raises(ValueError, match="max_steps"):
         ImaginedEnv(wm, max_steps=0)
+    with pytest.raises(ValueError, match="mask_threshold"):
+        ImaginedEnv(wm, mask_threshold=1.0)
+
+
+def test_start_carry_precomputed_or_not_same_rollout(setup):
+    """encode_starts fills in the initial carry; a Start without it (carry None, as the loop's
+    model observations give) computes the same carry at reset, so rollouts agree."""
+    store, wm, params, starts = setup
+    assert starts.carry is not None
+    env = ImaginedEnv(wm, max_steps=4)
+    idx = np.arange(32) % store.num_states
+    with_carry = jax.tree.map(lambda x: x[idx], starts)
+    without = with_carry._replace(carry=None)
+    run = jax.jit(lambda p, k, s: rollout(env, p, k, s, 4))
+    r1, d1 = run(params, jax.random.key(5), with_carry)
+    r2, d2 = run(params, jax.random.key(5), without)
+    np.testing.assert_allclose(np.asarray(r1), np.asarray(r2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(d1), np.asarray(d2))
+
+
+@pytest.mark.parametrize("n", [4, 65, 300])
+def test_legal_action_uniform_over_legal(n):
+    """Only legal positions are drawn, each about equally often (chi-square over 40k draws
+    with a fixed key; fails if any position's frequency is far from uniform)."""
+    from scipy.stats import chisquare
+
+    rng = np.random.default_rng(n)
+    mask = rng.random(n) < 0.6
+    mask[-1] = True
+    words = jax.random.bits(jax.random.key(3), (40_000,), jnp.uint32)
+    acts = np.asarray(jax.jit(jax.vmap(lambda w: legal_action(w, jnp.asarray(mask))))(words))
+    counts = np.bincount(acts, minlength=n)
+    assert counts[~mask].sum() == 0
+    assert chisquare(counts[mask]).pvalue > 1e-3
+    assert int(legal_action(jnp.uint32(7), jnp.zeros(n, bool))) == 0
