@@ -118,10 +118,12 @@ def model_obs(latent, slots: SlotDescription, mask) -> dict:
 
 
 def obs_to_start(obs):
+    """A model observation -> `worldmodels.imagined_env.Start`; a start-pool entry
+    (`Loop.start_pool`) also holds the dynamics' initial carry under ``"carry"``."""
     from worldmodels.imagined_env import Start
     rule = jnp.asarray(obs["slot_rule"], jnp.int32)
     return Start(jnp.asarray(obs["latent"]), SlotDescription(rule, jnp.asarray(obs["slot_features"]), rule >= 0),
-                 jnp.asarray(obs["action_mask"]) > 0)
+                 jnp.asarray(obs["action_mask"]) > 0, obs.get("carry"))
 
 
 class DreamEnv:
@@ -488,7 +490,8 @@ class Loop:
             agent, dream, n, T = self.agent, self.dream, self.cfg.loop.imagined_envs, self.T
 
             def f(agent_state, wm_params, pool, key, h):
-                k1, k2 = jax.random.split(key)
+                from worldmodels.imagined_env import imagination_key
+                k1, k2 = jax.random.split(imagination_key(key))   # cheap per-step draws (see imagined_env)
                 ep = (wm_params, h)
                 carry = reset_imagined(dream.reset, ep, pool, k1, n)
                 _, batch = collect_imagined(dream.reset, dream.step, ep, agent, agent_state, carry, k2, T)
@@ -504,7 +507,7 @@ class Loop:
         from worldmodels.imagined_env import encode_starts
         idx = np.asarray(jax.random.randint(key, (self.cfg.loop.start_pool,), 0, self.replay.num_states))
         s = encode_starts(self.wm, wm_params, self.replay, idx)
-        return model_obs(s.latent, s.slots, s.action_mask)
+        return dict(model_obs(s.latent, s.slots, s.action_mask), carry=s.carry)   # carry: computed once per start
 
     def train_controller(self, st, key, real_batch, iteration: int) -> dict:
         c, lp = self.cfg.controller, self.cfg.loop
