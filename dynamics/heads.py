@@ -43,11 +43,14 @@ class SlotDescription(NamedTuple):
     rule: int32 [A], rule id per slot, -1 = no rule (placement) or padded slot.
     features: float32 [A, Fs], per-slot features (pooled node embeddings or device features).
     valid: bool [A], the slot exists (padded slots are False).
+    conflicts: bool [A, A] or None: slots i and j matched a common node (rewriting, see
+    `rewrite_slots`); None where slots never exclude each other (placement).
     """
 
     rule: jnp.ndarray
     features: jnp.ndarray
     valid: jnp.ndarray
+    conflicts: jnp.ndarray | None = None
 
 
 def rewrite_slots(node_embeddings: jnp.ndarray, candidate_rule: jnp.ndarray,
@@ -55,11 +58,15 @@ def rewrite_slots(node_embeddings: jnp.ndarray, candidate_rule: jnp.ndarray,
     """Slots of one rewriting state: node_embeddings [N, D] (the batched node array),
     candidate_rule int32 [A] (-1 pad), candidate_nodes int32 [A, K] (positions into the
     node array, e.g. `encoders.graphs.Batch.candidate_nodes[b]`; -1 pad).
-    Returns features = masked mean of the candidate's node embeddings [A, D]."""
+    Returns features = masked mean of the candidate's node embeddings [A, D] and the
+    conflicts [A, A] = "the two candidates' matches share a node" (a candidate conflicts
+    with itself): applying one rewrites its matched nodes, which removes the other."""
     m = (candidate_nodes >= 0).astype(node_embeddings.dtype)                 # [A, K]
     gathered = node_embeddings[jnp.maximum(candidate_nodes, 0)]              # [A, K, D]
     pooled = (gathered * m[..., None]).sum(1) / jnp.maximum(m.sum(1, keepdims=True), 1.0)
-    return SlotDescription(candidate_rule.astype(jnp.int32), pooled, candidate_rule >= 0)
+    n = candidate_nodes
+    shared = (n[:, None, :, None] == n[None, :, None, :]) & (n[:, None, :, None] >= 0)   # [A, A, K, K]
+    return SlotDescription(candidate_rule.astype(jnp.int32), pooled, candidate_rule >= 0, shared.any((2, 3)))
 
 
 def feature_slots(features: jnp.ndarray, valid: jnp.ndarray | None = None) -> SlotDescription:

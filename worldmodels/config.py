@@ -75,7 +75,7 @@ class WorldModelConfig:
     terminated_coef: float = 1.0
     mask_coef: float = 1.0
     kl_coef: float = 0.1
-    consumed_prior: bool = True     # rewriting: a slot applied in the imagined trajectory is illegal afterwards
+    consumed_prior: bool = True     # rewriting: an applied slot, and every slot sharing a node with it, is illegal afterwards
 
 
 #: short flags for the world-model component names (``--encoder gat`` = ``--model.encoder gat``)

@@ -11,7 +11,8 @@ slots + stop (index A, always legal; choosing it terminates with reward 0); plac
 and no stop (if no slot is predicted legal, all are allowed, like the real env). The mask of
 the next state is ``slot exists and sigmoid(mask logit) > threshold`` over the *carried*
 slots of the start state (see `dynamics.heads`; with the model's ``consumed_prior``, slots
-already applied in this rollout stay illegal, `WorldModel.legal_slots`). The observation is
+applied in this rollout and the slots whose matches share a node with them stay illegal,
+`WorldModel.legal_slots`). The observation is
 the predicted next latent in the encoder's latent space (the start's encoder latent after reset).
 
 ``terminated``: rewriting: stop chosen, no non-stop slot legal, or predicted termination
@@ -55,7 +56,8 @@ class Start(NamedTuple):
 
 class ImaginedState(NamedTuple):
     carry: Any
-    applied: jnp.ndarray       # bool [A+1] slots applied so far (`WorldModel.legal_slots`)
+    consumed: jnp.ndarray      # bool [A+1] slots consumed so far (`WorldModel.consumed`)
+    conflicts: jnp.ndarray     # bool [A, A] the start's slot conflicts (identity if it gives none)
     action_mask: jnp.ndarray   # bool [n_actions]
     t: jnp.ndarray             # int32 []
     done: jnp.ndarray          # bool []
@@ -93,16 +95,19 @@ class ImaginedEnv:
     def reset(self, params, key, start: Start):
         carry = start.carry if start.carry is not None else self.wm.initial_carry(params, start.latent, start.slots)
         mask = self._mask(start.action_mask.astype(bool))
-        applied = jnp.zeros((self.num_slots + 1,), bool)
-        state = ImaginedState(carry, applied, mask, jnp.int32(0), jnp.bool_(False))
+        consumed = jnp.zeros((self.num_slots + 1,), bool)
+        conflicts = start.slots.conflicts
+        if conflicts is None:
+            conflicts = jnp.eye(self.num_slots, dtype=bool)
+        state = ImaginedState(carry, consumed, conflicts, mask, jnp.int32(0), jnp.bool_(False))
         f = jnp.bool_(False)
         return state, TimeStep(start.latent, mask, jnp.float32(0.0), f, f)
 
     def step(self, params, state: ImaginedState, action, key):
         action = jnp.asarray(action, jnp.int32)
         carry, pred = self.wm.dyn.step(params["dynamics"], state.carry, action, key)
-        applied = self.wm.consumed(state.applied, action)
-        legal = self.wm.legal_slots(pred.mask_logits, applied, self.threshold) & state.carry.slot_valid
+        consumed = self.wm.consumed(state.consumed, state.conflicts, action)
+        legal = self.wm.legal_slots(pred.mask_logits, consumed, self.threshold) & state.carry.slot_valid
         mask = self._mask(legal)
         term = jax.nn.sigmoid(pred.terminated) > 0.5
         if self.rewrite:
@@ -113,7 +118,7 @@ class ImaginedEnv:
         t = state.t + 1
         trunc = (t >= self.max_steps) & ~term
         done = state.done
-        new = ImaginedState(carry, applied, mask, t, term | trunc)
+        new = ImaginedState(carry, consumed, state.conflicts, mask, t, term | trunc)
         # once done: keep the old state, zero reward
         # (leaves the step passed through unchanged, e.g. the carried slots, are the same
         # traced value: skip the select for them - it would copy [A+1, S] per rollout per step)

@@ -119,11 +119,11 @@ def model_obs(latent, slots: SlotDescription, mask) -> dict:
 
 def obs_to_start(obs):
     """A model observation -> `worldmodels.imagined_env.Start`; a start-pool entry
-    (`Loop.start_pool`) also holds the dynamics' initial carry under ``"carry"``."""
+    (`Loop.start_pool`) also holds the slot conflicts and the dynamics' initial carry."""
     from worldmodels.imagined_env import Start
     rule = jnp.asarray(obs["slot_rule"], jnp.int32)
-    return Start(jnp.asarray(obs["latent"]), SlotDescription(rule, jnp.asarray(obs["slot_features"]), rule >= 0),
-                 jnp.asarray(obs["action_mask"]) > 0, obs.get("carry"))
+    slots = SlotDescription(rule, jnp.asarray(obs["slot_features"]), rule >= 0, obs.get("slot_conflicts"))
+    return Start(jnp.asarray(obs["latent"]), slots, jnp.asarray(obs["action_mask"]) > 0, obs.get("carry"))
 
 
 class DreamEnv:
@@ -507,7 +507,8 @@ class Loop:
         from worldmodels.imagined_env import encode_starts
         idx = np.asarray(jax.random.randint(key, (self.cfg.loop.start_pool,), 0, self.replay.num_states))
         s = encode_starts(self.wm, wm_params, self.replay, idx)
-        return dict(model_obs(s.latent, s.slots, s.action_mask), carry=s.carry)   # carry: computed once per start
+        # conflicts and carry: per start, for the imagined resets (`obs_to_start`)
+        return dict(model_obs(s.latent, s.slots, s.action_mask), slot_conflicts=s.slots.conflicts, carry=s.carry)
 
     def train_controller(self, st, key, real_batch, iteration: int) -> dict:
         c, lp = self.cfg.controller, self.cfg.loop

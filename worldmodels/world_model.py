@@ -201,22 +201,26 @@ class WorldModel:
     def initial_carry(self, params, latent, slots: SlotDescription):
         return self.dyn.initial_carry(params["dynamics"], latent, slots)
 
-    def consumed(self, applied, action):
-        """Update the bool [A+1] set of slots applied so far with ``action`` (stop excluded)."""
-        hit = (jnp.arange(applied.shape[-1]) == action) & (action < self.num_slots)
-        return applied | hit  # elementwise (a scatter is slow under vmap on CPU)
+    def consumed(self, consumed, conflicts, action):
+        """Update the bool [A+1] set of slots consumed so far after applying ``action``:
+        row ``action`` of ``conflicts`` [A, A] (the slot itself and every slot whose match
+        shares a node with it; stop consumes nothing)."""
+        a = self.num_slots
+        row = conflicts[jnp.minimum(action, a - 1)] & (action < a)               # [A]
+        return consumed | jnp.concatenate([row, jnp.zeros((1,), bool)])
 
-    def legal_slots(self, mask_logits, applied, threshold: float = 0.5):
+    def legal_slots(self, mask_logits, consumed, threshold: float = 0.5):
         """bool [A+1]: the carried slots predicted legal, sigmoid(logit) > ``threshold``
-        (compared in logit space). With ``consumed_prior`` (rewriting), slots already
-        applied in this trajectory are illegal: applying (rule, nodes) rewrites those
-        nodes, so the same candidate is never offered again (checked on collected data in
-        tests/worldmodels/test_replay.py). The learned head predicts every other slot."""
+        (compared in logit space). With ``consumed_prior`` (rewriting), consumed slots are
+        illegal: applying (rule, nodes) rewrites those nodes, so that candidate and every
+        candidate matching one of its nodes is gone (on collected data a candidate that
+        shares no node with the applied one survived every time and one that does was gone
+        98% of the time; tests/worldmodels/test_replay.py). The learned head predicts the rest."""
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"mask threshold must be in (0, 1), got {threshold}")
         legal = mask_logits > float(np.log(threshold / (1.0 - threshold)))
         if self.kind == REWRITE and self.cfg.consumed_prior:
-            legal = legal & ~applied
+            legal = legal & ~consumed
         return legal
 
 

@@ -49,6 +49,27 @@ def test_carried_mask_semantics(store):
     assert (cm[i, 0, :a].sum(1) <= store.action_mask[i + 1, :a].sum(1)).all()
 
 
+def test_node_conflicts_predict_which_candidates_survive(store):
+    """What WorldModel's consumed_prior relies on, checked on collected data: after a rewrite,
+    a candidate whose match shares no node with the applied one is still offered, and one
+    that shares a node is (nearly always) gone. The conflicts are `rewrite_slots`'."""
+    import jax.numpy as jnp
+
+    from dynamics import rewrite_slots
+
+    a = store.num_slots
+    counts = np.zeros((2, 2), int)            # [shares a node][still offered]
+    for t in np.flatnonzero(store.action < a):
+        i, act = store.state_of[t], store.action[t]
+        conflicts = np.asarray(rewrite_slots(jnp.zeros((1, 1)), jnp.asarray(store.candidate_rule[i]),
+                                             jnp.asarray(store.candidate_nodes[i])).conflicts)
+        assert conflicts[act, act]
+        others = np.flatnonzero(store.action_mask[i, :a].astype(bool) & (np.arange(a) != act))
+        np.add.at(counts, (conflicts[act, others].astype(int), store.carried_mask[i, 0, others].astype(int)), 1)
+    assert counts[0, 0] == 0 and counts[0, 1] > 0                    # no shared node: survives
+    assert counts[1].sum() > 0 and counts[1, 0] >= 0.9 * counts[1].sum(), counts
+
+
 def test_deterministic_and_roundtrip(store, tmp_path):
     again = collect("GraphRewrite-v0", ["squeezenet", "bert"], 4, "random", seed=3, env_kwargs=KW, horizon=5)
     np.testing.assert_array_equal(again.action, store.action)
