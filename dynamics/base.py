@@ -12,7 +12,10 @@ Every model is a Flax linen module with methods ``initial_carry``, ``step`` and 
 `loss` unrolls the model for T steps with `lax.scan` from the first latent of each sequence:
 ``unroll="teacher"`` feeds the observed latent of s_t back in (RSSM: posterior filtering),
 ``unroll="open"`` feeds the model's own prediction (multi-step, open loop). Target latents
-are used as given; the world model decides whether to stop their gradient.
+are used as given; the world model decides whether to stop their gradient. When the batch's
+slots carry ``conflicts`` (rewriting with the consumed-slot prior), the mask loss covers only
+the slots the actions so far have not consumed (`dynamics.heads.consume`): the prior decides
+those in imagination, so the mask head learns the residual.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dynamics.heads import Predictions, SequenceBatch, SlotDescription, check_batch, head_losses, masked_mean
+from dynamics.heads import (Predictions, SequenceBatch, SlotDescription, check_batch, consume, head_losses,
+                            masked_mean)
 
 UNROLLS = ("teacher", "open")
 
@@ -63,16 +67,21 @@ class DynamicsModel:
         carry = self.module.apply(params, seq.latent[0], seq.slots, k0, method="initial_carry")
         open_loop = self.unroll == "open"
 
-        def body(carry, xs):
+        conflicts = seq.slots.conflicts
+
+        def body(state, xs):
+            carry, consumed = state
             action, z_next, reward, term, mask, k = xs
             carry, terms, (rew, tl, ml) = self.module.apply(
                 params, carry, action, z_next, k, open_loop, method="train_step")
-            terms = dict(terms, **head_losses(rew, tl, ml, carry.slot_valid, reward, term, mask))
-            return carry, terms
+            if conflicts is not None:
+                consumed = consume(consumed, conflicts, action)
+            terms = dict(terms, **head_losses(rew, tl, ml, carry.slot_valid & ~consumed, reward, term, mask))
+            return (carry, consumed), terms
 
         t = seq.action.shape[0]
         xs = (seq.action, seq.latent[1:], seq.reward, seq.terminated, seq.next_mask, jax.random.split(ks, t))
-        _, terms = jax.lax.scan(body, carry, xs)
+        _, terms = jax.lax.scan(body, (carry, jnp.zeros(seq.next_mask.shape[-1:], bool)), xs)
         return {k: masked_mean(v, seq.valid) for k, v in terms.items()}
 
     def loss(self, params, batch: SequenceBatch, key: jax.Array) -> tuple[jnp.ndarray, dict]:

@@ -69,6 +69,15 @@ def rewrite_slots(node_embeddings: jnp.ndarray, candidate_rule: jnp.ndarray,
     return SlotDescription(candidate_rule.astype(jnp.int32), pooled, candidate_rule >= 0, shared.any((2, 3)))
 
 
+def consume(consumed: jnp.ndarray, conflicts: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+    """The bool [A+1] set of slots consumed so far, updated after applying ``action`` (int32
+    [], A = stop): or-ed with row ``action`` of ``conflicts`` [A, A] (the slot itself and every
+    slot whose match shares a node with it); stop consumes nothing."""
+    a = conflicts.shape[-1]
+    row = conflicts[jnp.minimum(action, a - 1)] & (action < a)                  # [A]
+    return consumed | jnp.concatenate([row, jnp.zeros((1,), bool)])
+
+
 def feature_slots(features: jnp.ndarray, valid: jnp.ndarray | None = None) -> SlotDescription:
     """Slots described by feature vectors only (placement: device one-hot / device features [A, Fs])."""
     valid = jnp.ones(features.shape[:-1], bool) if valid is None else valid.astype(bool)

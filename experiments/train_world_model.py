@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         log.scalars(unseen, step=step, prefix="unseen/")
     summary = {
         "mask_f1": metrics["mask_f1_k1"], "mask_f1_baseline": metrics["mask_f1_baseline_k1"],
+        "mask_f1_conflict_baseline": metrics.get("mask_f1_conflict_baseline_k1"),
         "reward_mae": metrics["reward_mae_k1"], "reward_mae_baseline": metrics["reward_mae_baseline_k1"],
         "return_error_k10": metrics.get("return_error_k10", float("nan")),
         "return_error_k10_baseline": metrics.get("return_error_baseline_k10", float("nan")),
@@ -235,13 +236,17 @@ def _print(s: dict) -> None:
     rows = [("held-out episodes (train graphs)", s["validation"])]
     if s["unseen"]:
         rows.append((f"unseen graph {s['unseen_graph']}", s["unseen"]))
-    print("| data | reward MAE (k=1) | mean baseline | return err k=10 | baseline | mask F1 (k=1) | unchanged baseline | mask F1 k=10 | term acc k=1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
+    print("| data | reward MAE (k=1) | mean baseline | return err k=10 | baseline | mask F1 (k=1) | unchanged baseline "
+          "| conflict baseline | mask F1 k=10 | unchanged | conflict | term acc k=1 | majority baseline |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, m in rows:
         print(f"| {name} | {m['reward_mae_k1']:.4g} | {m['reward_mae_baseline_k1']:.4g} | "
-              f"{m.get('return_error_k10', float('nan')):.4g} | {m.get('return_error_baseline_k10', float('nan')):.4g} | "
-              f"{m['mask_f1_k1']:.3f} | {m['mask_f1_baseline_k1']:.3f} | {m.get('mask_f1_k10', float('nan')):.3f} | "
-              f"{m['terminated_acc_k1']:.3f} |")
+              f"{m.get('return_error_k10', nan):.4g} | {m.get('return_error_baseline_k10', nan):.4g} | "
+              f"{m['mask_f1_k1']:.3f} | {m['mask_f1_baseline_k1']:.3f} | {m.get('mask_f1_conflict_baseline_k1', nan):.3f} | "
+              f"{m.get('mask_f1_k10', nan):.3f} | {m.get('mask_f1_baseline_k10', nan):.3f} | "
+              f"{m.get('mask_f1_conflict_baseline_k10', nan):.3f} | "
+              f"{m['terminated_acc_k1']:.3f} | {m['terminated_acc_baseline_k1']:.3f} |")
     for name, m in rows:
         if s["env"] != "GraphRewrite-v0" and "final_reward_mae_k1" in m:  # placement: the only non-zero reward
             print(f"{name}: reward at the final step MAE {m['final_reward_mae_k1']:.4g} "

@@ -76,6 +76,7 @@ class WorldModelConfig:
     mask_coef: float = 1.0
     kl_coef: float = 0.1
     consumed_prior: bool = True     # rewriting: an applied slot, and every slot sharing a node with it, is illegal afterwards
+    mask_loss: str = "all"          # all | residual: with consumed_prior, train the mask head only on slots not yet consumed (see README)
 
 
 #: short flags for the world-model component names (``--encoder gat`` = ``--model.encoder gat``)

@@ -30,7 +30,11 @@ reward (the model's normaliser mean); return = that mean times the number of ste
 from the mean reward; termination = the training data's majority class; final reward = the
 training data's mean reward on terminal steps; mask = "mask
 unchanged": rewriting: every slot legal in s_0 stays legal except those applied so far in
-the window; placement: s_0's mask.
+the window; placement: s_0's mask. Rewriting adds a stronger mask baseline,
+``mask_*_conflict_baseline_k``: "unchanged" minus every slot whose match shares a node with
+a rewrite applied so far (the slot conflicts of s_0, `dynamics.heads.rewrite_slots`; the
+rule-based part of the model's mask, `WorldModel.legal_slots`), so the learned mask head's
+own contribution can be read off.
 """
 from __future__ import annotations
 
@@ -100,8 +104,14 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
             applied[hit, t, acts[hit, t]] = True
         applied = np.cumsum(applied, axis=1) > 0
         base_mask = exists[:, None, :] & ~applied
+        masks = {"": pred_mask, "_baseline": base_mask}
+        if start.slots.conflicts is not None:
+            conflicts = np.asarray(start.slots.conflicts)                                   # [W, A, A]
+            hit = np.einsum("wta,wab->wtb", applied.astype(np.int32), conflicts.astype(np.int32)) > 0
+            masks["_conflict_baseline"] = exists[:, None, :] & ~hit
     else:
         base_mask = np.broadcast_to(replay.action_mask[s0, None, :a].astype(bool), target.shape)
+        masks = {"": pred_mask, "_baseline": base_mask}
 
     out: dict[str, float] = {"windows": float(len(starts))}
     for k in ks:
@@ -123,8 +133,8 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
             out[f"final_reward_mae_k{k}"] = float(np.abs(r_pred[:, :k] - r_real[:, :k])[final].mean())
             out[f"final_reward_mae_baseline_k{k}"] = float(np.abs(final_r - r_real[:, :k])[final].mean())
         where = v[:, :, None] & exists[:, None, :]
-        for name, pm in (("", pred_mask[:, :k]), ("_baseline", base_mask[:, :k])):
-            p, r, f = _prf(pm, target[:, :k], where)
+        for name, pm in masks.items():
+            p, r, f = _prf(pm[:, :k], target[:, :k], where)
             out[f"mask_precision{name}_k{k}"], out[f"mask_recall{name}_k{k}"], out[f"mask_f1{name}_k{k}"] = p, r, f
         if replay.kind == REWRITE:
             ep = np.searchsorted(replay.transition_index(), starts, side="right") - 1

@@ -170,13 +170,14 @@ def open_loop(env: ImaginedEnv, params, start: Start, actions, key):
     return out
 
 
-def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: int = 1024):
+def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: int = 4096):
     """Batched random-policy rollouts: starts with leading dim [B], ``horizon`` steps each.
     Returns (rewards [horizon, B], done [horizon, B]).
 
     The rollouts run ``chunk`` at a time (a `lax.map` over chunks, each a `lax.scan` over
-    the steps), so one chunk's state - the carried slots and mask keys, [chunk, A+1, ...] -
-    stays in cache across its steps and XLA's temporary buffer stays small.
+    the steps), which bounds XLA's temporary buffers for very large batches. Larger chunks
+    amortise each step's fixed cost over more rollouts: on a 2-core CPU one scan of 4096
+    rollouts ran ~1.15x-1.6x faster than four chunks of 1024 (SqueezeNet, default model).
     Every rollout's randomness is derived from ``key`` independently of ``chunk`` (a reset
     key, and per step one random word for its action, `legal_action`, and one
     `imagination_key` step key), so the result does not depend on ``chunk``."""

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from dynamics import SlotDescription, feature_slots, make_dynamics, rewrite_slots
+from dynamics.heads import consume
 from dynamics.base import DynamicsModel
 from encoders import make_encoder
 from encoders.graphs import Buckets, batch_observations
@@ -39,6 +40,11 @@ from worldmodels.config import WorldModelConfig
 from worldmodels.replay import REWRITE, Replay
 
 sg = jax.lax.stop_gradient
+
+#: ``model.mask_loss``: "all" trains the mask head on every carried slot (predicting which
+#: candidates a rewrite removes is also an auxiliary signal for the reward); "residual" only
+#: on slots the consumed-slot prior has not already decided (see `dynamics.base`)
+MASK_LOSSES = ("all", "residual")
 
 
 def standardise(z: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
@@ -129,6 +135,8 @@ class WorldModel:
         coefs = {"latent": cfg.latent_coef, "reward": cfg.reward_coef, "terminated": cfg.terminated_coef,
                  "mask": cfg.mask_coef, "kl": cfg.kl_coef}
         dyn = make_dynamics(dynamics, unroll=cfg.unroll, coefs=coefs, **common, **extra)
+        if cfg.mask_loss not in MASK_LOSSES:
+            raise ValueError(f"model.mask_loss must be one of {MASK_LOSSES}, got {cfg.mask_loss!r}")
         if kind not in (REWRITE, "placement"):
             raise ValueError(f"world model kind must be 'rewrite' or 'placement', got {kind!r}")
         return cls(cfg, kind, int(num_slots), int(num_rules), enc, dyn)
@@ -193,6 +201,8 @@ class WorldModel:
         lat = jnp.concatenate([standardise(lat0[:b])[:, None],
                                sg(standardise(lat_next[: b * t]).reshape(b, t, -1))], axis=1)
         slots = self.slots(node_emb, batch.cand_rule, batch.cand_nodes)
+        if not (self.uses_prior and self.cfg.mask_loss == "residual"):
+            slots = slots._replace(conflicts=None)   # no conflicts in the batch: mask loss on every slot
         seq = SequenceBatch(lat, slots, batch.action, self.normalise_reward(params, batch.reward),
                             batch.terminated, batch.next_mask, batch.valid)
         return self.dyn.loss(params["dynamics"], seq, key)
@@ -202,12 +212,13 @@ class WorldModel:
         return self.dyn.initial_carry(params["dynamics"], latent, slots)
 
     def consumed(self, consumed, conflicts, action):
-        """Update the bool [A+1] set of slots consumed so far after applying ``action``:
-        row ``action`` of ``conflicts`` [A, A] (the slot itself and every slot whose match
-        shares a node with it; stop consumes nothing)."""
-        a = self.num_slots
-        row = conflicts[jnp.minimum(action, a - 1)] & (action < a)               # [A]
-        return consumed | jnp.concatenate([row, jnp.zeros((1,), bool)])
+        """`dynamics.heads.consume`: the bool [A+1] consumed set after applying ``action``."""
+        return consume(consumed, conflicts, action)
+
+    @property
+    def uses_prior(self) -> bool:
+        """The consumed-slot prior is on (rewriting with ``cfg.consumed_prior``)."""
+        return self.kind == REWRITE and self.cfg.consumed_prior
 
     def legal_slots(self, mask_logits, consumed, threshold: float = 0.5):
         """bool [A+1]: the carried slots predicted legal, sigmoid(logit) > ``threshold``
@@ -219,7 +230,7 @@ class WorldModel:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"mask threshold must be in (0, 1), got {threshold}")
         legal = mask_logits > float(np.log(threshold / (1.0 - threshold)))
-        if self.kind == REWRITE and self.cfg.consumed_prior:
+        if self.uses_prior:
             legal = legal & ~consumed
         return legal
 

@@ -34,6 +34,14 @@ def test_metrics_and_exact_baselines(setup):
     target = store.carried_mask[s, 0, :a].astype(bool)
     _, _, f1 = _prf(base, target, legal)
     assert np.isclose(m["mask_f1_baseline_k1"], f1)
+    # conflict baseline: also drop every candidate sharing a (real) node with the applied one
+    conf = base.copy()
+    for t in np.flatnonzero(hit):
+        nodes = store.candidate_nodes[s[t]]
+        applied = set(nodes[store.action[t]][nodes[store.action[t]] >= 0])
+        conf[t] &= ~np.array([bool(applied & set(n[n >= 0])) for n in nodes])
+    _, _, f1c = _prf(conf, target, legal)
+    assert np.isclose(m["mask_f1_conflict_baseline_k1"], f1c)
     # cost baseline from the mean reward: cost(s0) - initial * mean vs the real next cost
     ep = np.searchsorted(store.transition_index(), np.arange(len(s)), side="right") - 1
     init = store.cost[store.episode_start[ep]]

@@ -69,3 +69,23 @@ def test_bad_names():
         WorldModel.create(dataclasses.replace(CFG, dynamics="mdn"), "rewrite", 4, 3)
     with pytest.raises(ValueError, match="kind"):
         WorldModel.create(CFG, "routing", 4, 3)
+    with pytest.raises(ValueError, match="mask_loss"):
+        WorldModel.create(dataclasses.replace(CFG, mask_loss="some"), "rewrite", 4, 3)
+
+
+def test_residual_mask_loss_ignores_consumed_slots(setup):
+    """mask_loss="residual": the targets of slots consumed by the window's actions (the
+    applied candidate and those sharing a node with it) do not enter the loss; "all" uses them."""
+    store, _, params = setup
+    a = store.num_slots
+    t = np.flatnonzero(store.action < a)[0]
+    batch = make_train_batch(store, np.array([t]), 3, train_buckets(store, CFG))
+    flipped = batch._replace(next_mask=batch.next_mask.copy())
+    flipped.next_mask[0, :, store.action[t]] = 1.0 - flipped.next_mask[0, :, store.action[t]]
+    losses = {}
+    for mode in ("all", "residual"):
+        wm = WorldModel.for_replay(dataclasses.replace(CFG, mask_loss=mode), store)
+        losses[mode] = [float(wm.loss(params, b, jax.random.key(0))[1]["mask"]) for b in (batch, flipped)]
+    assert losses["residual"][0] == losses["residual"][1]
+    assert losses["all"][0] != losses["all"][1]
+    assert losses["residual"][0] != losses["all"][0]
