@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynamics import SlotDescription
+from dynamics.heads import consume
 from worldmodels.replay import REWRITE, Replay
 from worldmodels.world_model import WorldModel
 
@@ -56,7 +57,7 @@ class Start(NamedTuple):
 
 class ImaginedState(NamedTuple):
     carry: Any
-    consumed: jnp.ndarray      # bool [A+1] slots consumed so far (`WorldModel.consumed`)
+    consumed: jnp.ndarray      # bool [A+1] slots consumed so far (`dynamics.heads.consume`)
     conflicts: jnp.ndarray     # bool [A, A] the start's slot conflicts (identity if it gives none)
     action_mask: jnp.ndarray   # bool [n_actions]
     t: jnp.ndarray             # int32 []
@@ -106,7 +107,7 @@ class ImaginedEnv:
     def step(self, params, state: ImaginedState, action, key):
         action = jnp.asarray(action, jnp.int32)
         carry, pred = self.wm.dyn.step(params["dynamics"], state.carry, action, key)
-        consumed = self.wm.consumed(state.consumed, state.conflicts, action)
+        consumed = consume(state.consumed, state.conflicts, action)
         legal = self.wm.legal_slots(pred.mask_logits, consumed, self.threshold) & state.carry.slot_valid
         mask = self._mask(legal)
         term = jax.nn.sigmoid(pred.terminated) > 0.5

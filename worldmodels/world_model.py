@@ -32,7 +32,6 @@ import numpy as np
 import optax
 
 from dynamics import SlotDescription, feature_slots, make_dynamics, rewrite_slots
-from dynamics.heads import consume
 from dynamics.base import DynamicsModel
 from encoders import make_encoder
 from encoders.graphs import Buckets, batch_observations
@@ -210,10 +209,6 @@ class WorldModel:
     # ------------------------------------------------------------------ imagination helpers
     def initial_carry(self, params, latent, slots: SlotDescription):
         return self.dyn.initial_carry(params["dynamics"], latent, slots)
-
-    def consumed(self, consumed, conflicts, action):
-        """`dynamics.heads.consume`: the bool [A+1] consumed set after applying ``action``."""
-        return consume(consumed, conflicts, action)
 
     @property
     def uses_prior(self) -> bool:
