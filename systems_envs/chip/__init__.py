@@ -1,5 +1,5 @@
 """Chip macro placement with circuit_training's formats and proxy cost (NumPy only).
 
 Modules: :mod:`netlist` (netlist reader), :mod:`plc` (.plc reader/writer), :mod:`cost`
-(proxy cost, full and incremental).
+(proxy cost, full and incremental), :mod:`force_directed` (soft-macro placement).
 """

@@ -235,6 +235,8 @@ class PlacementCost:
         self.net_of_entry = np.repeat(np.arange(nl.num_nets), np.diff(nl.net_ptr))
         self.route_weight = np.where(nl.net_weight > 1, nl.net_weight, 1.0)
         self.macros = np.flatnonzero(nl.obj_kind != PORT)
+        self._macro_row = np.full(nl.num_objects, -1)
+        self._macro_row[self.macros] = np.arange(len(self.macros))
         self.is_hard = nl.obj_kind == HARD
         # pins of each object, nets of each object (CSR)
         order = np.argsort(nl.pin_obj, kind="stable")
@@ -255,9 +257,9 @@ class PlacementCost:
         self.net_hpwl = self._hpwl(nl.net_ptr, nl.net_pins)
         self.route_h, self.route_v = self.routes.usage(nl.net_ptr, self.pin_r[nl.net_pins], self.pin_c[nl.net_pins],
                                                        self.route_weight)
-        self.density_area = self._density(self.macros)
-        hard = np.flatnonzero(self.is_hard)
-        self.block_h, self.block_v = self._blockage(hard)
+        self._obj_area, self._obj_bh, self._obj_bv = self._macro_maps(self.macros)
+        self.density_area = self._obj_area.sum(0)
+        self.block_h, self.block_v = self._obj_bh.sum(0), self._obj_bv.sum(0)
 
     def _pin_xy(self, pins: np.ndarray):
         nl, pl = self.nl, self.pl
@@ -278,47 +280,40 @@ class PlacementCost:
         w, h = nl.obj_width[objs], nl.obj_height[objs]
         return pl.x[objs] - w / 2, pl.x[objs] + w / 2, pl.y[objs] - h / 2, pl.y[objs] + h / 2
 
-    def _density(self, objs: np.ndarray) -> np.ndarray:
-        """Overlap area [rows, cols] of ``objs`` with the cells."""
-        x0, x1, y0, y1 = self._boxes(objs)
-        ox, _ = self.grid.overlaps(x0, x1, "x")
-        oy, _ = self.grid.overlaps(y0, y1, "y")
-        return np.maximum(oy, 0).T @ np.maximum(ox, 0)
-
-    def _blockage(self, objs: np.ndarray):
-        """Hard-macro routing blockage (horizontal, vertical) [rows, cols], normalised."""
+    def _macro_maps(self, objs: np.ndarray):
+        """Per-object maps [len(objs), rows, cols]: overlap area with each cell (density), and
+        for hard macros the normalised horizontal and vertical routing blockage."""
         g = self.grid
-        if len(objs) == 0:
-            z = np.zeros((g.rows, g.cols))
-            return z, z.copy()
         x0, x1, y0, y1 = self._boxes(objs)
         ox, cr = g.overlaps(x0, x1, "x")
         oy, rr = g.overlaps(y0, y1, "y")
+        area = np.maximum(oy, 0)[:, :, None] * np.maximum(ox, 0)[:, None, :]
+        hard = self.is_hard[objs]
         col_in = (np.arange(g.cols)[None] >= cr[:, :1]) & (np.arange(g.cols)[None] <= cr[:, 1:2])
         row_in = (np.arange(g.rows)[None] >= rr[:, :1]) & (np.arange(g.rows)[None] <= rr[:, 1:2])
-        skip = (cr[:, 2] | rr[:, 2]).astype(bool)
-        col_in &= ~skip[:, None]
-        row_in &= ~skip[:, None]
+        keep = ~(cr[:, 2] | rr[:, 2]).astype(bool) & hard
+        col_in &= keep[:, None]
+        row_in &= keep[:, None]
         px, py = ox > 0, oy > 0
         # partial cover of the first/last row (column), as seen cell by cell
         m = np.arange(len(objs))
         bl_r, ur_r, bl_c, ur_c = rr[:, 0], rr[:, 1], cr[:, 0], cr[:, 1]
-        any_col, any_row = col_in.any(1), row_in.any(1)
-        ydev = lambda r: np.abs(np.where(py[m, r], oy[m, r], 0.0) - g.gh) > 1e-5  # noqa: E731
-        xdev = lambda c: np.abs(np.where(px[m, c], ox[m, c], 0.0) - g.gw) > 1e-5  # noqa: E731
-        x_gap = (col_in & ~px).any(1)     # a cell of the range with no x overlap: y overlap reads 0
-        y_gap = (row_in & ~py).any(1)
+        any_cell = col_in.any(1) & row_in.any(1)
         br, ur = np.clip(bl_r, 0, g.rows - 1), np.clip(ur_r, 0, g.rows - 1)
         bc, uc = np.clip(bl_c, 0, g.cols - 1), np.clip(ur_c, 0, g.cols - 1)
-        part_v = (ur_r != bl_r) & any_col & any_row & (x_gap | ydev(br) | ydev(ur))
-        part_h = (ur_c != bl_c) & any_col & any_row & (y_gap | xdev(bc) | xdev(uc))
-        lx = np.where(px & col_in, ox, 0.0)
-        ly = np.where(py & row_in, oy, 0.0)
+        ydev = lambda r: np.abs(np.where(py[m, r], oy[m, r], 0.0) - g.gh) > 1e-5  # noqa: E731
+        xdev = lambda c: np.abs(np.where(px[m, c], ox[m, c], 0.0) - g.gw) > 1e-5  # noqa: E731
+        x_gap = (col_in & ~px).any(1)     # a cell of the range with no x overlap: its y overlap reads 0
+        y_gap = (row_in & ~py).any(1)
+        part_v = (ur_r != bl_r) & any_cell & (x_gap | ydev(br) | ydev(ur))
+        part_h = (ur_c != bl_c) & any_cell & (y_gap | xdev(bc) | xdev(uc))
+        lx = np.where(px & col_in, ox, 0.0) * (self.header.vrouting_alloc / self.v_cap)
+        ly = np.where(py & row_in, oy, 0.0) * (self.header.hrouting_alloc / self.h_cap)
         v_rows = (py & row_in) & ~(part_v[:, None] & (np.arange(g.rows)[None] == ur_r[:, None]))
         h_cols = (px & col_in) & ~(part_h[:, None] & (np.arange(g.cols)[None] == ur_c[:, None]))
-        v = v_rows.T.astype(float) @ lx * (self.header.vrouting_alloc / self.v_cap)
-        h = ly.T @ h_cols.astype(float) * (self.header.hrouting_alloc / self.h_cap)
-        return h, v
+        v = v_rows[:, :, None] * lx[:, None, :]
+        h = ly[:, :, None] * h_cols[:, None, :]
+        return area, h, v
 
     # ---------------------------------------------------------------- costs from caches
     def congestion_maps(self) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +331,7 @@ class PlacementCost:
 
     def wirelength(self) -> float:
         """Weighted HPWL, microns."""
-        return float(self.nl.net_weight @ self.net_hpwl)
+        return float((self.nl.net_weight * self.net_hpwl).sum())
 
     def costs(self) -> CostBreakdown:
         wl = self.wirelength()
@@ -373,29 +368,28 @@ class PlacementCost:
     def _apply(self, objs: tuple, x, y, orient) -> None:
         pins, nets, ptr, entries = self._sub(objs)
         oa = np.array(objs)
-        hard = oa[self.is_hard[oa]]
         old_r, old_c = self.pin_r[entries], self.pin_c[entries]
-        self.density_area -= self._density(oa)
-        if len(hard):
-            bh, bv = self._blockage(hard)
-            self.block_h -= bh
-            self.block_v -= bv
         self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, orient
         self.pin_x[pins], self.pin_y[pins] = self._pin_xy(pins)
         self.pin_r[pins], self.pin_c[pins] = self.grid.cell_rc(self.pin_x[pins], self.pin_y[pins])
         self.net_hpwl[nets] = self._hpwl(ptr, entries)
         new_r, new_c = self.pin_r[entries], self.pin_c[entries]
         if not (np.array_equal(old_r, new_r) and np.array_equal(old_c, new_c)):
+            # old routes with weight -w and new ones with +w, in one pass
             w = self.route_weight[nets]
-            h0, v0 = self.routes.usage(ptr, old_r, old_c, w)
-            h1, v1 = self.routes.usage(ptr, new_r, new_c, w)
-            self.route_h += h1 - h0
-            self.route_v += v1 - v0
-        self.density_area += self._density(oa)
-        if len(hard):
-            bh, bv = self._blockage(hard)
-            self.block_h += bh
-            self.block_v += bv
+            both = np.concatenate([ptr, ptr[1:] + ptr[-1]])
+            dh, dv = self.routes.usage(both, np.concatenate([old_r, new_r]), np.concatenate([old_c, new_c]),
+                                       np.concatenate([-w, w]))
+            self.route_h += dh
+            self.route_v += dv
+        rows = self._macro_row[oa]
+        rows = rows[rows >= 0]
+        if len(rows):
+            area, bh, bv = self._macro_maps(self.macros[rows])
+            self.density_area += (area - self._obj_area[rows]).sum(0)
+            self.block_h += (bh - self._obj_bh[rows]).sum(0)
+            self.block_v += (bv - self._obj_bv[rows]).sum(0)
+            self._obj_area[rows], self._obj_bh[rows], self._obj_bv[rows] = area, bh, bv
 
     def move(self, obj: int, x: float, y: float) -> None:
         """Move object ``obj``'s centre to (x, y) microns."""
