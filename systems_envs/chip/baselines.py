@@ -1,0 +1,232 @@
+"""Macro-placement baselines: the given placement, random legal, greedy, simulated annealing.
+
+All return a :class:`PlacementResult` (the placement with soft macros placed, its cost
+breakdown, wall seconds, and for annealing a trace of (seconds, best proxy cost)).
+
+* :func:`initial` - the placement as given (e.g. ``initial.plc``), not re-placed.
+* :func:`random_legal` - hard macros in circuit_training's order (largest first), each
+  onto a uniformly random legal grid cell (centre on the cell centre, inside the canvas,
+  no overlap with macros already placed); then force-directed soft macros.
+* :func:`greedy` - same order; each macro onto the legal cell with the lowest *partial
+  cost*: wirelength cost of the nets as far as their pins are placed (ports, hard macros
+  already placed, soft macros where they stand) + w_density x density cost of the placed
+  hard macros and the soft macros (congestion is left to the final evaluation, as its
+  routes need every pin); then force-directed soft macros.
+* :func:`anneal` - simulated annealing on hard-macro positions and orientations over a
+  legal start, with TILOS' move set: swap two macros, shift one by one grid cell, move one
+  to a random position, flip one (N / FN / S / FS); moves that would leave the canvas or
+  overlap another hard macro are rejected; cost = the exact proxy cost, kept incrementally
+  (:class:`~systems_envs.chip.cost.PlacementCost`); Metropolis acceptance with a
+  temperature falling geometrically from ``t0`` to ``t1`` over the time budget; every
+  ``fd_every`` seconds the soft macros are re-placed by force-directed placement from
+  their current positions (kept when it lowers the cost). The best placement seen is
+  returned.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from systems_envs.chip.cost import TILOS_WEIGHTS, CostBreakdown, PlacementCost
+from systems_envs.chip.force_directed import ForceDirected
+from systems_envs.chip.legality import cell_centres, fits_canvas, is_legal, legal_cells, macro_order, overlaps_any
+from systems_envs.chip.netlist import HARD, Netlist
+from systems_envs.chip.plc import PlcHeader, Placement
+
+FLIPS = np.array([0, 2, 1, 3])   # N, FN, S, FS (indices into ORIENTATIONS)
+
+
+@dataclass
+class PlacementResult:
+    placement: Placement
+    costs: CostBreakdown
+    seconds: float
+    trace: list = field(default_factory=list)
+
+
+class NoLegalCell(ValueError):
+    """A macro has no legal grid cell left (the partial placement is a dead end)."""
+
+
+def _finish(nl, header, pl, weights, t0, fd: ForceDirected | None, place_soft=True) -> PlacementResult:
+    if place_soft:
+        pl = (fd or ForceDirected(nl, header)).place(pl)
+    c = PlacementCost(nl, header, pl, weights).costs()
+    return PlacementResult(pl, c, time.perf_counter() - t0)
+
+
+def initial(nl: Netlist, header: PlcHeader, pl: Placement, weights=TILOS_WEIGHTS) -> PlacementResult:
+    """The given placement, evaluated as it is."""
+    t0 = time.perf_counter()
+    return _finish(nl, header, pl, weights, t0, None, place_soft=False)
+
+
+def random_legal(nl: Netlist, header: PlcHeader, pl: Placement, seed: int = 0, weights=TILOS_WEIGHTS,
+                 fd: ForceDirected | None = None, place_soft: bool = True) -> PlacementResult:
+    """Each hard macro (largest first) onto a random legal cell; raises :class:`NoLegalCell`."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    out = pl.copy()
+    placed = np.zeros(nl.num_objects, bool)
+    cx, cy = cell_centres(header)
+    for m in macro_order(nl):
+        ok = np.flatnonzero(legal_cells(nl, header, out, m, placed))
+        if len(ok) == 0:
+            raise NoLegalCell(f"random: no legal cell left for macro {nl.obj_name[m]!r}")
+        c = int(rng.choice(ok))
+        out.x[m], out.y[m], placed[m] = cx[c], cy[c], True
+    return _finish(nl, header, out, weights, t0, fd, place_soft)
+
+
+def greedy(nl: Netlist, header: PlcHeader, pl: Placement, weights=TILOS_WEIGHTS,
+           fd: ForceDirected | None = None, place_soft: bool = True) -> PlacementResult:
+    """Each hard macro (largest first) onto the legal cell of lowest partial cost (module doc)."""
+    t0 = time.perf_counter()
+    out = pl.copy()
+    pc = PlacementCost(nl, header, out, weights)
+    g = pc.grid
+    cx, cy = cell_centres(header)
+    placed = np.zeros(nl.num_objects, bool)
+    placed[nl.obj_kind != HARD] = True
+    # density of everything but the unplaced hard macros
+    hard_rows = pc._macro_row[nl.hard]
+    dens = pc.density_area - pc._obj_area[hard_rows].sum(0)
+    pin_placed = placed[nl.pin_obj]
+    net_of = pc.net_of_entry
+    norm = (g.width + g.height) * max(nl.net_count, 1e-300)
+    cell_area = g.gw * g.gh
+    for m in macro_order(nl):
+        ok = np.flatnonzero(legal_cells(nl, header, out, m, placed & (nl.obj_kind == HARD)))
+        if len(ok) == 0:
+            raise NoLegalCell(f"greedy: no legal cell left for macro {nl.obj_name[m]!r}")
+        _, nets, ptr, entries = pc._sub((int(m),))
+        e_obj = nl.pin_obj[entries]
+        mine = e_obj == m
+        e_net = np.repeat(np.arange(len(nets)), np.diff(ptr))
+        # bbox of the other placed pins of each net, and of m's own pin offsets
+        other = ~mine & pin_placed[entries]
+        big = np.inf
+
+        def seg(vals, mask, fn, init, e_net=e_net, n=len(nets)):
+            res = np.full(n, init)
+            fn.at(res, e_net[mask], vals[mask])
+            return res
+        px, py = pc.pin_x[entries], pc.pin_y[entries]
+        oxmin, oxmax = seg(px, other, np.minimum, big), seg(px, other, np.maximum, -big)
+        oymin, oymax = seg(py, other, np.minimum, big), seg(py, other, np.maximum, -big)
+        rel_x, rel_y = px - out.x[m], py - out.y[m]
+        mxmin, mxmax = seg(rel_x, mine, np.minimum, big), seg(rel_x, mine, np.maximum, -big)
+        mymin, mymax = seg(rel_y, mine, np.minimum, big), seg(rel_y, mine, np.maximum, -big)
+        X, Y = cx[ok][None, :], cy[ok][None, :]
+        hp = (np.maximum(oxmax[:, None], X + mxmax[:, None]) - np.minimum(oxmin[:, None], X + mxmin[:, None])
+              + np.maximum(oymax[:, None], Y + mymax[:, None]) - np.minimum(oymin[:, None], Y + mymin[:, None]))
+        wl = (nl.net_weight[nets][:, None] * hp).sum(0) / norm
+        # density with m at each candidate cell
+        w, h = nl.obj_width[m], nl.obj_height[m]
+        ovx, _ = g.overlaps(cx[ok] - w / 2, cx[ok] + w / 2, "x")
+        ovy, _ = g.overlaps(cy[ok] - h / 2, cy[ok] + h / 2, "y")
+        cand = dens[None] + np.maximum(ovy, 0)[:, :, None] * np.maximum(ovx, 0)[:, None, :]
+        flat = cand.reshape(len(ok), -1) / cell_area
+        k = max(int(np.floor(flat.shape[1] * 0.1)), 1)
+        dcost = 0.5 * np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].sum(1) / k
+        best = ok[int(np.argmin(weights[0] * wl + weights[1] * dcost))]
+        out.x[m], out.y[m] = cx[best], cy[best]
+        pc.move(m, cx[best], cy[best])
+        dens = dens + pc._obj_area[pc._macro_row[m]]
+        placed[m] = True
+        pin_placed = placed[nl.pin_obj]
+    return _finish(nl, header, pc.pl, weights, t0, fd, place_soft)
+
+
+def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float = 60.0, seed: int = 0,
+           weights=TILOS_WEIGHTS, t0: float = 2e-4, t1: float = 1e-6, fd_every: float = 30.0,
+           move_probs=(0.3, 0.3, 0.3, 0.1), fd: ForceDirected | None = None,
+           max_moves: int | None = None) -> PlacementResult:
+    """Simulated annealing from a legal ``start`` (module docstring). ``move_probs`` are the
+    probabilities of swap, shift, move, flip; ``max_moves`` caps the number of proposals
+    (for tests; None = until ``time_limit`` seconds)."""
+    if not is_legal(nl, header, start):
+        raise ValueError("anneal: the start placement is not legal (use legalize() or greedy first)")
+    clock = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    fd = fd or ForceDirected(nl, header)
+    pc = PlacementCost(nl, header, start, weights)
+    hard = nl.hard
+    W, H = header.width, header.height
+    gw, gh = W / header.columns, H / header.rows
+    hw, hh = nl.obj_width, nl.obj_height
+    cur = pc.costs().proxy_cost
+    best, best_pl = cur, pc.pl.copy()
+    trace = [(0.0, best)]
+    probs = np.asarray(move_probs, float) / np.sum(move_probs)
+    last_fd = time.perf_counter()
+    n = 0
+
+    def legal_at(objs, xs, ys):
+        for o, x, y in zip(objs, xs, ys):
+            if not fits_canvas(x, y, hw[o], hh[o], header):
+                return False
+            others = hard[~np.isin(hard, objs)]
+            if overlaps_any(x, y, hw[o], hh[o], pc.pl.x[others], pc.pl.y[others], hw[others], hh[others])[0]:
+                return False
+        return True
+
+    while True:
+        elapsed = time.perf_counter() - clock
+        if (max_moves is None and elapsed >= time_limit) or (max_moves is not None and n >= max_moves):
+            break
+        frac = min(elapsed / time_limit, 1.0) if max_moves is None else n / max_moves
+        temp = t0 * (t1 / t0) ** frac
+        kind = rng.choice(4, p=probs)
+        n += 1
+        if kind == 0:     # swap
+            a, b = rng.choice(hard, 2, replace=False)
+            if not legal_at([a, b], [pc.pl.x[b], pc.pl.x[a]], [pc.pl.y[b], pc.pl.y[a]]):
+                continue
+            pc.swap(a, b)
+            undo = lambda a=a, b=b: pc.swap(a, b)  # noqa: E731
+        elif kind in (1, 2):   # shift by one cell / move anywhere
+            m = int(rng.choice(hard))
+            if kind == 1:
+                d = rng.integers(4)
+                x = pc.pl.x[m] + (gw, -gw, 0, 0)[d]
+                y = pc.pl.y[m] + (0, 0, gh, -gh)[d]
+            else:
+                x = rng.uniform(hw[m] / 2, W - hw[m] / 2)
+                y = rng.uniform(hh[m] / 2, H - hh[m] / 2)
+            if not legal_at([m], [x], [y]):
+                continue
+            ox, oy = pc.pl.x[m], pc.pl.y[m]
+            pc.move(m, x, y)
+            undo = lambda m=m, ox=ox, oy=oy: pc.move(m, ox, oy)  # noqa: E731
+        else:             # flip
+            m = int(rng.choice(hard))
+            o = int(pc.pl.orient[m])
+            new = int(rng.choice(FLIPS[FLIPS != o]))
+            pc.flip(m, new)
+            undo = lambda m=m, o=o: pc.flip(m, o)  # noqa: E731
+        c = pc.costs().proxy_cost
+        if c <= cur or rng.random() < np.exp((cur - c) / temp):
+            cur = c
+            if c < best:
+                best, best_pl = c, pc.pl.copy()
+                trace.append((time.perf_counter() - clock, best))
+        else:
+            undo()
+        if fd_every and time.perf_counter() - last_fd >= fd_every:
+            trial = fd.place(pc.pl, use_current_loc=True)
+            saved = pc.pl.copy()
+            pc.set_placement(trial)
+            c = pc.costs().proxy_cost
+            if c < cur:
+                cur = c
+                if c < best:
+                    best, best_pl = c, pc.pl.copy()
+                    trace.append((time.perf_counter() - clock, best))
+            else:
+                pc.set_placement(saved)
+            last_fd = time.perf_counter()
+    final = PlacementCost(nl, header, best_pl, weights).costs()
+    return PlacementResult(best_pl, final, time.perf_counter() - clock, trace + [(time.perf_counter() - clock, best)])
