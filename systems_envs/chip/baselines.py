@@ -14,13 +14,16 @@ breakdown, wall seconds, and for annealing a trace of (seconds, best proxy cost)
   routes need every pin); then force-directed soft macros.
 * :func:`anneal` - simulated annealing on hard-macro positions and orientations over a
   legal start, with TILOS' move set: swap two macros, shift one by one grid cell, move one
-  to a random position, flip one (N / FN / S / FS); moves that would leave the canvas or
-  overlap another hard macro are rejected; cost = the exact proxy cost, kept incrementally
-  (:class:`~systems_envs.chip.cost.PlacementCost`); Metropolis acceptance with a
-  temperature falling geometrically from ``t0`` to ``t1`` over the time budget; every
-  ``fd_every`` seconds the soft macros are re-placed by force-directed placement from
-  their current positions (kept when it lowers the cost). The best placement seen is
-  returned.
+  to a random position, flip one (N / FN / S / FS), plus one move of ours: shift one soft
+  macro by a Gaussian step (sigma = half a cell), which on ariane133 lowers the density
+  cost much faster than force-directed re-placement alone (0.678 vs 0.725 after 60 s from
+  the legalised initial.plc, measured on the shared 2-core machine); moves that would
+  leave the canvas or overlap another hard macro are rejected; cost = the exact proxy
+  cost, kept incrementally (:class:`~systems_envs.chip.cost.PlacementCost`); Metropolis
+  acceptance with a temperature falling geometrically from ``t0`` to ``t1`` over the time
+  budget (proxy-cost deltas of single moves are 1e-5..1e-3); every ``fd_every`` seconds
+  the soft macros are re-placed by force-directed placement from their current positions
+  (kept when it lowers the cost). The best placement seen is returned.
 """
 from __future__ import annotations
 
@@ -141,12 +144,12 @@ def greedy(nl: Netlist, header: PlcHeader, pl: Placement, weights=TILOS_WEIGHTS,
 
 
 def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float = 60.0, seed: int = 0,
-           weights=TILOS_WEIGHTS, t0: float = 2e-4, t1: float = 1e-6, fd_every: float = 30.0,
-           move_probs=(0.3, 0.3, 0.3, 0.1), fd: ForceDirected | None = None,
+           weights=TILOS_WEIGHTS, t0: float = 5e-5, t1: float = 1e-6, fd_every: float = 30.0,
+           move_probs=(0.15, 0.15, 0.15, 0.05, 0.5), fd: ForceDirected | None = None,
            max_moves: int | None = None) -> PlacementResult:
     """Simulated annealing from a legal ``start`` (module docstring). ``move_probs`` are the
-    probabilities of swap, shift, move, flip; ``max_moves`` caps the number of proposals
-    (for tests; None = until ``time_limit`` seconds)."""
+    probabilities of swap, shift, move, flip, soft shift; ``max_moves`` caps the number of
+    proposals (for tests; None = until ``time_limit`` seconds)."""
     if not is_legal(nl, header, start):
         raise ValueError("anneal: the start placement is not legal (use legalize() or greedy first)")
     clock = time.perf_counter()
@@ -161,6 +164,12 @@ def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float =
     best, best_pl = cur, pc.pl.copy()
     trace = [(0.0, best)]
     probs = np.asarray(move_probs, float) / np.sum(move_probs)
+    if len(probs) != 5:
+        raise ValueError(f"anneal: move_probs needs 5 probabilities (swap, shift, move, flip, soft), got {move_probs}")
+    soft = nl.soft
+    if len(soft) == 0:
+        probs[4] = 0.0
+        probs = probs / probs.sum()
     last_fd = time.perf_counter()
     n = 0
 
@@ -179,7 +188,7 @@ def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float =
             break
         frac = min(elapsed / time_limit, 1.0) if max_moves is None else n / max_moves
         temp = t0 * (t1 / t0) ** frac
-        kind = rng.choice(4, p=probs)
+        kind = rng.choice(5, p=probs)
         n += 1
         if kind == 0:     # swap
             a, b = rng.choice(hard, 2, replace=False)
@@ -199,6 +208,13 @@ def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float =
             if not legal_at([m], [x], [y]):
                 continue
             ox, oy = pc.pl.x[m], pc.pl.y[m]
+            pc.move(m, x, y)
+            undo = lambda m=m, ox=ox, oy=oy: pc.move(m, ox, oy)  # noqa: E731
+        elif kind == 4:   # soft shift: a cluster by a Gaussian step of half a cell, kept inside
+            m = int(rng.choice(soft))
+            ox, oy = pc.pl.x[m], pc.pl.y[m]
+            x = float(np.clip(ox + rng.normal(0, gw / 2), hw[m] / 2, W - hw[m] / 2))
+            y = float(np.clip(oy + rng.normal(0, gh / 2), hh[m] / 2, H - hh[m] / 2))
             pc.move(m, x, y)
             undo = lambda m=m, ox=ox, oy=oy: pc.move(m, ox, oy)  # noqa: E731
         else:             # flip
