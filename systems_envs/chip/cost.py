@@ -26,7 +26,7 @@ Congestion. Routing is estimated between grid cells:
   is not routed at all. This is what reproduces the congestion cost *and* both digit
   maps in the header of ariane133's initial.plc, where 18 hard macros lie partly or
   wholly outside the canvas (clamping such pins to the border cells gives 0.7157 and
-  26 wrong map digits; dropping only the outside pins gives 0.7138);
+  15 wrong map digits; dropping only the outside pins gives 0.7138 and 7);
 * a net is reduced to its set of distinct cells; its routing weight is its weight if
   > 1, else 1; 2 cells: an L route from the driver's cell (rs, cs) to the other (rt, ct):
   horizontal usage on row rs for columns [min(cs, ct), max(cs, ct)), vertical usage on
