@@ -10,11 +10,12 @@ File format (plain text or gzip, lengths in microns)::
       ...
     }
 
-Node types: ``MACRO`` (hard macro: width, height, x, y, orientation), ``macro`` (soft
-macro = standard-cell cluster: width, height, x, y), ``MACRO_PIN`` / ``macro_pin``
-(``macro_name``, ``x_offset``, ``y_offset``, optional ``weight``), ``PORT`` (x, y,
-``side``). A node named ``__metadata__`` carries global attributes and is not a node.
-``STDCELL`` nodes are rejected (cluster them into soft macros first).
+Node types (case-insensitive): ``macro`` (width, height, x, y, orientation; a *soft*
+macro = standard-cell cluster when its name starts with ``Grp``, circuit_training's rule,
+else a hard macro), ``macro_pin`` (``macro_name``, ``x_offset``, ``y_offset``, optional
+``weight``), ``port`` (x, y, ``side``, optional ``weight``). A node named
+``__metadata__`` carries global attributes and is not a node. ``stdcell`` nodes are
+rejected (cluster them into soft macros first). Whole-line ``#`` comments are skipped.
 
 Indexing: the *node index* of a record is its position in the file, ``__metadata__``
 excluded; ``.plc`` files refer to nodes by it. The *objects* are the placeable nodes
@@ -158,7 +159,7 @@ _TOKEN = re.compile(
     r'(node)\s*\{|(name|input):\s*"((?:[^"\\]|\\.)*)"'
     r'|attr\s*\{\s*key:\s*"([^"]*)"\s*value\s*\{\s*(\w+):\s*("(?:[^"\\]|\\.)*"|[^\s}]+)\s*\}\s*\}'
     r'|(\})')
-_COMMENT = re.compile(r"#[^\n]*")
+_COMMENT = re.compile(r"(?m)^[ \t]*#[^\n]*")
 
 
 def _line_of_node(text: str, k: int) -> int:
@@ -175,12 +176,13 @@ def _records(text: str, path: str):
     The text is tokenised by one regular expression; anything else but whitespace and
     ``#`` comments is an error naming its line.
     """
-    rest = _COMMENT.sub("", _TOKEN.sub(" ", text))
+    text = _COMMENT.sub("", text)      # whole-line comments (they may hold braces)
+    rest = _TOKEN.sub(" ", text)
     if rest.strip():
         bad = rest.strip().split()[0]
         pos, at_end = 0, True
         for m in _TOKEN.finditer(text):
-            gap = _COMMENT.sub("", text[pos:m.start()])
+            gap = text[pos:m.start()]
             if gap.strip():
                 at_end = False
                 break
@@ -258,31 +260,31 @@ def build_netlist(records, path: str, name: str | None = None) -> Netlist:
                 raise NetlistError(f"{path}: line {_l()}: node {_n!r}: attribute {key!r} is not a number")
             return v
 
-        if typ in ("MACRO", "macro"):
+        kind = typ.lower() if isinstance(typ, str) else typ
+        if kind == "macro":
             w, h = num("width"), num("height")
             if not (w > 0 and h > 0):
                 raise NetlistError(f"{path}: line {line()}: macro {nname!r} has non-positive size {w} x {h}")
-            orient = attrs.get("orientation", "N") if typ == "MACRO" else "N"
+            soft = nname.startswith("Grp")
+            orient = "N" if soft else attrs.get("orientation", "N")
             if orient not in ORIENTATIONS:
                 raise NetlistError(f"{path}: line {line()}: macro {nname!r} has unknown orientation {orient!r}")
-            objs.append((nid, HARD if typ == "MACRO" else SOFT, nname, w, h, num("x", 0.0), num("y", 0.0),
+            objs.append((nid, SOFT if soft else HARD, nname, w, h, num("x", 0.0), num("y", 0.0),
                          ORIENTATIONS.index(orient), ""))
-        elif typ in ("MACRO_PIN", "macro_pin"):
+        elif kind == "macro_pin":
             macro = attrs.get("macro_name")
             if not isinstance(macro, str):
                 raise NetlistError(f"{path}: line {line()}: pin {nname!r} lacks 'macro_name'")
-            soft = typ == "macro_pin"
-            pins.append((nid, macro, 0.0 if soft else num("x_offset", 0.0), 0.0 if soft else num("y_offset", 0.0),
-                         num("weight", 1.0), soft, line))
-        elif typ == "PORT":
+            pins.append((nid, macro, num("x_offset", 0.0), num("y_offset", 0.0), num("weight", 1.0), line))
+        elif kind == "port":
             objs.append((nid, PORT, nname, 0.0, 0.0, num("x"), num("y"), 0, str(attrs.get("side", ""))))
-        elif typ == "STDCELL":
+        elif kind == "stdcell":
             raise NetlistError(f"{path}: line {line()}: STDCELL node {nname!r}: standard cells are not supported "
                                f"(cluster them into soft macros)")
         else:
             raise NetlistError(f"{path}: line {line()}: node {nname!r} has unknown type {typ!r}")
         if inputs:
-            drivers.append((nid, inputs, attrs.get("weight", 1.0) if typ != "PORT" else 1.0, line))
+            drivers.append((nid, inputs, num("weight", 1.0), line))
 
     if not objs:
         raise NetlistError(f"{path}: no macros or ports")
@@ -297,12 +299,12 @@ def build_netlist(records, path: str, name: str | None = None) -> Netlist:
         if o[1] == PORT:
             pin_of_node[o[0]] = len(pin_obj)
             pin_obj.append(i), pin_dx.append(0.0), pin_dy.append(0.0), pin_node.append(o[0])
-    for nid, macro, dx, dy, _w, soft, line in pins:
+    for nid, macro, dx, dy, _w, line in pins:
         o = obj_by_name.get(macro)
         if o is None or kinds[o] == PORT:
             raise NetlistError(f"{path}: line {line()}: pin {node_names[nid]!r} belongs to unknown macro {macro!r}")
-        if (kinds[o] == SOFT) != soft:
-            raise NetlistError(f"{path}: line {line()}: pin {node_names[nid]!r} type does not match macro {macro!r}")
+        if kinds[o] == SOFT:     # soft-macro pins sit at the cluster centre
+            dx = dy = 0.0
         pin_of_node[nid] = len(pin_obj)
         pin_obj.append(o), pin_dx.append(dx), pin_dy.append(dy), pin_node.append(nid)
     net_ptr, net_pins, net_weight = [0], [], []

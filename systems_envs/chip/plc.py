@@ -18,7 +18,9 @@ Congestion`` (one character per grid cell, top row first). Body lines are
 restored the canvas is the header's Width x Height *as printed* (3 decimals), the grid
 its Columns x Rows, and routes per micron, macro routing allocation, smoothing range
 (floored to an integer) and overlap threshold come from the header, as circuit_training's
-``placement_util.create_placement_cost`` does.
+``placement_util`` did when ariane133's ``initial.plc`` was written; a setting the header
+lacks takes ``create_placement_cost``'s default (:data:`CT_DEFAULTS`: routes per micron
+70.33 / 74.51, macro allocation 51.79 / 51.79, smoothing 5, overlap threshold 0.004).
 
 :func:`write_plc` writes the same header lines (costs with 4 decimals, wirelength with
 3, sizes with 3, as circuit_training's writer) and lines ``index x y orient fixed`` with
@@ -34,6 +36,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from systems_envs.chip.netlist import HARD, ORIENTATIONS, PORT, SOFT, Netlist, NetlistError
+
+
+#: circuit_training's ``create_placement_cost`` defaults, used for settings a header lacks.
+CT_DEFAULTS = {"routes": (70.33, 74.51), "alloc": (51.79, 51.79), "smooth": (5,), "overlap": (4e-3,)}
 
 
 class PlcError(NetlistError):
@@ -176,13 +182,14 @@ def read_plc(path: str, netlist: Netlist | None = None) -> tuple[PlcHeader, Plac
     width, height = float(vals["size"][0]), float(vals["size"][1])
     if cols <= 0 or rows <= 0 or not (width > 0 and height > 0):
         raise PlcError(f"{path}: header has a non-positive grid or canvas ({cols} x {rows}, {width} x {height})")
-    f2 = lambda k, d=(0.0, 0.0): tuple(float(v) for v in vals.get(k, d))  # noqa: E731
+    f2 = lambda k, d: tuple(float(v) for v in vals.get(k, d))  # noqa: E731
     header = PlcHeader(
         columns=cols, rows=rows, width=width, height=height,
-        hroutes_per_micron=f2("routes")[0], vroutes_per_micron=f2("routes")[1],
-        hrouting_alloc=f2("alloc")[0], vrouting_alloc=f2("alloc")[1],
-        smooth_range=int(np.floor(float(vals.get("smooth", ("0",))[0]))),
-        overlap_threshold=float(vals.get("overlap", ("0",))[0]),
+        hroutes_per_micron=f2("routes", CT_DEFAULTS["routes"])[0],
+        vroutes_per_micron=f2("routes", CT_DEFAULTS["routes"])[1],
+        hrouting_alloc=f2("alloc", CT_DEFAULTS["alloc"])[0], vrouting_alloc=f2("alloc", CT_DEFAULTS["alloc"])[1],
+        smooth_range=int(np.floor(f2("smooth", CT_DEFAULTS["smooth"])[0])),
+        overlap_threshold=f2("overlap", CT_DEFAULTS["overlap"])[0],
         project=vals.get("project", ("unset_project",))[0], block=vals.get("block", ("unset_block",))[0],
         recorded=recorded, maps=maps)
     if netlist is None:

@@ -24,11 +24,11 @@ def node(name, typ, inputs=(), **attrs):
 # at offset (+4, 0); soft macro B (4 x 4) at (5, 5); port P at (0, 25).
 # Net 1 (weight 2): A/p -> B/p, P.   Net 2: P -> B/p.
 TINY = "\n".join([
-    node("P", "PORT", ["B/p"], x=0.0, y=25.0, side="LEFT"),
+    node("P", "PORT", ["Grp_B/p"], x=0.0, y=25.0, side="LEFT"),
     node("A", "MACRO", width=10.0, height=10.0, x=15.0, y=15.0, orientation="N"),
-    node("A/p", "MACRO_PIN", ["B/p", "P"], macro_name="A", x_offset=4.0, y_offset=0.0, x=19.0, y=15.0, weight=2.0),
-    node("B", "macro", width=4.0, height=4.0, x=5.0, y=5.0),
-    node("B/p", "macro_pin", macro_name="B", x_offset=0.0, y_offset=0.0, x=5.0, y=5.0),
+    node("A/p", "MACRO_PIN", ["Grp_B/p", "P"], macro_name="A", x_offset=4.0, y_offset=0.0, x=19.0, y=15.0, weight=2.0),
+    node("Grp_B", "macro", width=4.0, height=4.0, x=5.0, y=5.0),
+    node("Grp_B/p", "macro_pin", macro_name="Grp_B", x_offset=0.0, y_offset=0.0, x=5.0, y=5.0),
 ]) + "\n"
 TINY_HEADER = PlcHeader(columns=3, rows=3, width=30.0, height=30.0, hroutes_per_micron=1.0,
                         vroutes_per_micron=1.0, hrouting_alloc=2.0, vrouting_alloc=3.0)

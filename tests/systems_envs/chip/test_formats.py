@@ -61,7 +61,7 @@ def _write(tmp_path, text, name="bad.pb.txt"):
 
 @pytest.mark.parametrize("text, msg", [
     (TINY[: len(TINY) // 2], "truncated"),
-    (TINY.replace('input: "B/p"', 'input: "Nope/p"', 1), "'Nope/p': missing node"),
+    (TINY.replace('input: "Grp_B/p"', 'input: "Nope/p"', 1), "'Nope/p': missing node"),
     (TINY.replace('placeholder: "A"', 'placeholder: "Z"'), "unknown macro 'Z'"),
     (TINY.replace("f: 4.0\n    }\n  }\n  attr {\n    key: \"type\"\n    value {\n      placeholder: \"macro\"",
                   "f: -4.0\n    }\n  }\n  attr {\n    key: \"type\"\n    value {\n      placeholder: \"macro\""),
@@ -97,3 +97,20 @@ def test_plc_not_matching_netlist(tmp_path, tiny):
     p.write_text("# Columns : 3  Rows : 3\n# Width : 30  Height : 30\n0 0 25 - \n")
     with pytest.raises(PlcError, match="line 3: expected"):
         read_plc(str(p), tiny)
+
+
+def test_circuit_training_spelling(tmp_path, tiny):
+    """Lower-case types, soft macros told apart by a ``Grp`` name, comments with braces."""
+    text = "# FP bbox: {0 0} {30 30}\n" + TINY.replace('"PORT"', '"port"').replace('"MACRO"', '"macro"').replace(
+        '"MACRO_PIN"', '"macro_pin"')
+    nl = read_netlist(_write(tmp_path, text, "ct.pb.txt"))
+    np.testing.assert_array_equal(nl.obj_kind, tiny.obj_kind)
+    np.testing.assert_array_equal(nl.pin_dx, tiny.pin_dx)
+    assert list(nl.obj_kind) == [0, 1, 2]
+
+
+def test_missing_header_settings_take_circuit_training_defaults(tmp_path, tiny):
+    p = tmp_path / "t.plc"
+    p.write_text("# Columns : 3  Rows : 3\n# Width : 30  Height : 30\n0 0 25 - 1\n1 15 15 N 0\n2 5 5 N 0\n")
+    h, _ = read_plc(str(p), tiny)
+    assert (h.hroutes_per_micron, h.vroutes_per_micron, h.hrouting_alloc, h.smooth_range) == (70.33, 74.51, 51.79, 5)
