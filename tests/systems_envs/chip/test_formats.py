@@ -111,6 +111,6 @@ def test_circuit_training_spelling(tmp_path, tiny):
 
 def test_missing_header_settings_take_circuit_training_defaults(tmp_path, tiny):
     p = tmp_path / "t.plc"
-    p.write_text("# Columns : 3  Rows : 3\n# Width : 30  Height : 30\n0 0 25 - 1\n1 15 15 N 0\n2 5 5 N 0\n")
+    p.write_text("# Columns : 3  Rows : 3\n# Width : 30  Height : 30\n0 0 25 - 1\n1 15 15 N 0\n3 5 5 N 0\n")
     h, _ = read_plc(str(p), tiny)
     assert (h.hroutes_per_micron, h.vroutes_per_micron, h.hrouting_alloc, h.smooth_range) == (70.33, 74.51, 51.79, 5)
