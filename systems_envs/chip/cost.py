@@ -22,8 +22,9 @@ cells.
 
 Congestion. Routing is estimated between grid cells:
 
-* a pin's cell is (floor(y / gh), floor(x / gw)); a net with any pin outside the grid
-  is not routed at all. This is what reproduces the congestion cost *and* both digit
+* a pin's cell is (floor(y / gh), floor(x / gw)) (a pin on the top or right edge of the
+  canvas in the last row or column); a net with any pin outside the canvas is not routed
+  at all. This is what reproduces the congestion cost *and* both digit
   maps in the header of ariane133's initial.plc, where 18 hard macros lie partly or
   wholly outside the canvas (clamping such pins to the border cells gives 0.7157 and
   15 wrong map digits; dropping only the outside pins gives 0.7138 and 7);
@@ -108,9 +109,12 @@ class Grid:
         self.num_cells = self.cols * self.rows
 
     def cell_rc(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, col) = (floor(y / gh), floor(x / gw)) of points, possibly outside the grid."""
+        """(row, col) = (floor(y / gh), floor(x / gw)) of points, possibly outside the grid;
+        a point on the top (right) edge of the canvas is in the top row (right column)."""
         r = np.floor(y / self.gh).astype(np.int64)
         c = np.floor(x / self.gw).astype(np.int64)
+        r = np.where((r == self.rows) & (y <= self.height), self.rows - 1, r)
+        c = np.where((c == self.cols) & (x <= self.width), self.cols - 1, c)
         return r, c
 
     def overlaps(self, lo: np.ndarray, hi: np.ndarray, axis: str) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,11 @@ standard-cell clusters (soft macros), ``num_ports`` ports and ``num_nets`` nets:
   each with 4..16 pins at random offsets inside the macro; soft macros: square, area
   log-uniform in [soft_area / 4, 4 soft_area], one pin per 4 nets on average, at the centre;
 * every object belongs to one of ``num_groups`` logic groups; a net's driver is a random
-  pin, its Geometric(0.4) (>= 1) sinks are pins of the same group with probability
-  0.8, else anywhere (sinks on the driver's own macro are dropped); weights are 1 (80%) or 2..8;
+  pin (each pin drives at most one net, nets in driver order as in a file), its Geometric(0.4) (>= 1) sinks are pins of the same group with probability
+  0.8, else anywhere (sinks on the driver's own macro are dropped); weights are 1 (80%) or 2..8 (always 1 for
+  port-driven nets);
 * canvas: square, side sqrt(total macro area / utilization); ports evenly spaced on
-  the four edges; grid: about one cell per half a mean hard-macro area, clipped to
+  the four edges (0.05 um inside); grid: about one cell per half a mean hard-macro area, clipped to
   [4, max_grid] per side; routing capacities and macro allocations those of ariane133
   (routes per micron hor 57.031 / ver 56.818, macros use 39.583 / 30.303);
 * initial placement: hard and soft macros at the canvas centre (unplaced).
@@ -60,8 +61,9 @@ def generate_netlist(num_hard: int = 16, num_soft: int = 64, num_ports: int = 32
     for i in range(num_ports):
         t = (i + 0.5) / max(num_ports, 1) * 4
         edge, f = int(t), t - int(t)
-        x, y, s = [(0.0, f * side, "LEFT"), (f * side, side, "TOP"), (side, (1 - f) * side, "RIGHT"),
-                   ((1 - f) * side, 0.0, "BOTTOM")][edge]
+        lo, hi = 0.05, side - 0.05      # on the edge, 0.05 um inside (as ariane133's ports)
+        x, y, s = [(lo, f * side, "LEFT"), (f * side, hi, "TOP"), (hi, (1 - f) * side, "RIGHT"),
+                   ((1 - f) * side, lo, "BOTTOM")][edge]
         nid = add_node(f"port{i}")
         o = len(obj_node)
         obj_node.append(nid), kind.append(PORT), oname.append(f"port{i}"), ow.append(0.0), oh.append(0.0)
@@ -92,8 +94,10 @@ def generate_netlist(num_hard: int = 16, num_soft: int = 64, num_ports: int = 32
     pins_of_group = [np.flatnonzero(group[pin_obj] == g) for g in range(num_groups)]
     net_ptr, net_pins, net_weight = [0], [], []
     n_pins = len(pin_obj)
-    for _ in range(num_nets):
-        d = int(rng.integers(n_pins))
+    pin_node = np.array(pin_node, np.int64)
+    drivers = rng.choice(n_pins, size=min(num_nets, n_pins), replace=False)
+    for d in drivers[np.argsort(pin_node[drivers])]:   # one net per driver pin, in file order
+        d = int(d)
         k = int(rng.geometric(0.4))
         same = pins_of_group[group[pin_obj[d]]]
         sinks = []
@@ -106,13 +110,14 @@ def generate_netlist(num_hard: int = 16, num_soft: int = 64, num_ports: int = 32
             continue
         net_pins += [d] + sinks
         net_ptr.append(len(net_pins))
-        net_weight.append(1.0 if rng.random() < 0.8 else float(rng.integers(2, 9)))
+        heavy = rng.random() >= 0.8
+        net_weight.append(float(rng.integers(2, 9)) if heavy and kind[pin_obj[d]] != PORT else 1.0)
     nl = Netlist(
         name=f"synthetic_h{num_hard}_s{num_soft}_p{num_ports}_n{num_nets}_seed{seed}",
         node_names=tuple(names), obj_node=np.array(obj_node, np.int64), obj_kind=np.array(kind, np.int8),
         obj_name=tuple(oname), obj_width=np.array(ow), obj_height=np.array(oh), obj_x=np.array(ox),
         obj_y=np.array(oy), obj_orient=np.zeros(n_obj, np.int8), port_side=tuple(side_of),
-        pin_obj=pin_obj, pin_dx=np.array(pin_dx), pin_dy=np.array(pin_dy), pin_node=np.array(pin_node, np.int64),
+        pin_obj=pin_obj, pin_dx=np.array(pin_dx), pin_dy=np.array(pin_dy), pin_node=pin_node,
         net_ptr=np.array(net_ptr, np.int64), net_pins=np.array(net_pins, np.int64),
         net_weight=np.array(net_weight), metadata={"generator_seed": seed})
     return nl, header, Placement.from_netlist(nl)

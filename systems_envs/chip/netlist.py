@@ -13,7 +13,8 @@ File format (plain text or gzip, lengths in microns)::
 Node types (case-insensitive): ``macro`` (width, height, x, y, orientation; a *soft*
 macro = standard-cell cluster when its name starts with ``Grp``, circuit_training's rule,
 else a hard macro), ``macro_pin`` (``macro_name``, ``x_offset``, ``y_offset``, optional
-``weight``), ``port`` (x, y, ``side``, optional ``weight``). A node named
+``weight``), ``port`` (x, y, ``side``; a port's net has weight 1 whatever its ``weight``
+attribute, as in TILOS' plc_client_os). A node named
 ``__metadata__`` carries global attributes and is not a node. ``stdcell`` nodes are
 rejected (cluster them into soft macros first). Whole-line ``#`` comments are skipped.
 
@@ -283,8 +284,8 @@ def build_netlist(records, path: str, name: str | None = None) -> Netlist:
                                f"(cluster them into soft macros)")
         else:
             raise NetlistError(f"{path}: line {line()}: node {nname!r} has unknown type {typ!r}")
-        if inputs:
-            drivers.append((nid, inputs, num("weight", 1.0), line))
+        if inputs:   # a port's net has weight 1 (as TILOS' plc_client_os; ariane133's ports have none)
+            drivers.append((nid, inputs, 1.0 if kind == "port" else num("weight", 1.0), line))
 
     if not objs:
         raise NetlistError(f"{path}: no macros or ports")
@@ -391,3 +392,57 @@ def _proto_netlist_class():
     pool.Add(fdp)
     _PROTO_CLASS = message_factory.GetMessageClass(pool.FindMessageTypeByName("sysworld_ct.Netlist"))
     return _PROTO_CLASS
+
+
+def write_netlist(path: str, nl: Netlist, x: np.ndarray | None = None, y: np.ndarray | None = None) -> None:
+    """Write ``nl`` in circuit_training's text format (gzip if ``path`` ends in .gz), in
+    node-index order, spelled as TILOS MacroPlacement's files (``MACRO`` / ``MACRO_PIN``
+    for hard macros, ``macro`` / ``macro_pin`` for soft ones, ``PORT``; every pin with its
+    absolute x, y). ``x``, ``y`` [O] override the object positions."""
+    ox = nl.obj_x if x is None else x
+    oy = nl.obj_y if y is None else y
+    obj_of = nl.node_to_obj()
+    pin_of = {int(n): i for i, n in enumerate(nl.pin_node)}
+    sinks: dict = {}
+    weight_of: dict = {}
+    for k in range(nl.num_nets):
+        a, b = nl.net_ptr[k], nl.net_ptr[k + 1]
+        drv = int(nl.pin_node[nl.net_pins[a]])
+        sinks[drv] = [nl.node_names[int(nl.pin_node[p])] for p in nl.net_pins[a + 1:b]]
+        weight_of[drv] = float(nl.net_weight[k])
+
+    def attr(key, val):
+        v = f'placeholder: "{val}"' if isinstance(val, str) else f"f: {float(val)!r}"
+        return f'  attr {{\n    key: "{key}"\n    value {{\n      {v}\n    }}\n  }}'
+
+    out = []
+    for nid, name in enumerate(nl.node_names):
+        lines = ["node {", f'  name: "{name}"'] + [f'  input: "{s}"' for s in sinks.get(nid, [])]
+        if nid in obj_of:
+            o = obj_of[nid]
+            k = nl.obj_kind[o]
+            if k == PORT:
+                lines += [attr("side", nl.port_side[o] or "LEFT"), attr("type", "PORT")]
+            else:
+                lines += [attr("height", nl.obj_height[o])]
+                if k == HARD:
+                    lines += [attr("orientation", ORIENTATIONS[int(nl.obj_orient[o])])]
+                lines += [attr("type", "MACRO" if k == HARD else "macro"), attr("width", nl.obj_width[o])]
+            lines += [attr("x", ox[o]), attr("y", oy[o])]
+        else:
+            p = pin_of[nid]
+            o = int(nl.pin_obj[p])
+            hard = nl.obj_kind[o] == HARD
+            lines += [attr("macro_name", nl.obj_name[o]), attr("type", "MACRO_PIN" if hard else "macro_pin")]
+            if nid in weight_of and weight_of[nid] != 1.0:
+                lines.append(attr("weight", weight_of[nid]))
+            lines += [attr("x", ox[o] + nl.pin_dx[p]), attr("x_offset", nl.pin_dx[p]),
+                      attr("y", oy[o] + nl.pin_dy[p]), attr("y_offset", nl.pin_dy[p])]
+        out.append("\n".join(lines + ["}"]))
+    text = "\n".join(out) + "\n"
+    if path.endswith(".gz"):
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        with open(path, "w") as f:
+            f.write(text)

@@ -114,3 +114,16 @@ def test_missing_header_settings_take_circuit_training_defaults(tmp_path, tiny):
     p.write_text("# Columns : 3  Rows : 3\n# Width : 30  Height : 30\n0 0 25 - 1\n1 15 15 N 0\n3 5 5 N 0\n")
     h, _ = read_plc(str(p), tiny)
     assert (h.hroutes_per_micron, h.vroutes_per_micron, h.hrouting_alloc, h.smooth_range) == (70.33, 74.51, 51.79, 5)
+
+
+def test_write_netlist_round_trip(tmp_path):
+    from systems_envs.chip.generator import generate_netlist
+    from systems_envs.chip.netlist import write_netlist
+
+    nl, header, pl = generate_netlist(num_hard=5, num_soft=9, num_ports=6, num_nets=40, seed=2)
+    path = str(tmp_path / "g.pb.txt.gz")
+    write_netlist(path, nl)
+    back = read_netlist(path)
+    for k in ("obj_kind", "obj_width", "obj_x", "pin_obj", "pin_dx", "pin_dy", "net_ptr", "net_pins", "net_weight"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(nl, k), err_msg=k)
+    assert back.node_names == nl.node_names
