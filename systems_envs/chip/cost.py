@@ -1,9 +1,10 @@
 """circuit_training's proxy cost (wirelength, density, congestion), vectorised, with
 incremental updates for moving, swapping and flipping one macro.
 
-Conventions (those of circuit_training's ``plc_wrapper``; cross-checked against TILOS
-MacroPlacement's open reimplementation ``plc_client_os.py`` and the costs recorded in the
-header of ariane133's ``initial.plc``). Canvas W x H microns, grid of ``cols`` x ``rows``
+Conventions (those of circuit_training's ``plc_wrapper``, as documented by TILOS
+MacroPlacement's open reimplementation ``plc_client_os.py`` and pinned down by the costs
+and maps recorded in the header of ariane133's ``initial.plc``; on generated netlists with
+every pin inside the canvas the three costs equal ``plc_client_os``'s to 1e-15). Canvas W x H microns, grid of ``cols`` x ``rows``
 cells of gw = W / cols by gh = H / rows; cell (r, c) covers [c gw, (c+1) gw) x
 [r gh, (r+1) gh); maps are [rows, cols], row 0 at the bottom.
 
@@ -18,7 +19,7 @@ Density. Each macro (hard and soft) adds its area of overlap with each cell (onl
 part inside the canvas counts); density = overlap / cell area; density cost = 0.5 x the
 mean of the densest cells: k = floor(0.1 x rows x cols) and the cost is 0.5 x (sum of
 the k largest cell densities) / k; with fewer than 10 cells, 0.5 x the mean over non-empty
-cells.
+cells (TILOS' code; its prose says the densest cell).
 
 Congestion. Routing is estimated between grid cells:
 
@@ -410,12 +411,6 @@ class PlacementCost:
         xs = np.array([self.pl.x[key[1]], self.pl.x[key[0]]])
         ys = np.array([self.pl.y[key[1]], self.pl.y[key[0]]])
         self._apply(key, xs, ys, self.pl.orient[list(key)])
-
-    def move_many(self, objs: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-        """Move many objects at once (a full recomputation)."""
-        pl = self.pl.copy()
-        pl.x[objs], pl.y[objs] = x, y
-        self.set_placement(pl)
 
 
 def _smooth(m: np.ndarray, k: int, axis: int) -> np.ndarray:
