@@ -24,7 +24,8 @@ lacks takes ``create_placement_cost``'s default (:data:`CT_DEFAULTS`: routes per
 
 :func:`write_plc` writes the same header lines (costs with 4 decimals, wirelength with
 3, sizes with 3, as circuit_training's writer) and lines ``index x y orient fixed`` with
-coordinates printed with ``repr`` precision, so a written file loads back identically.
+coordinates printed as the shortest plain decimal that reads back to the same float, so a
+written file loads back identically.
 """
 from __future__ import annotations
 
@@ -219,7 +220,9 @@ def placement_from_body(body: dict, nl: Netlist, path: str) -> Placement:
 
 
 def _fmt(v: float) -> str:
-    return repr(float(v))
+    """Shortest decimal that reads back to the same float, never in exponent form (TILOS'
+    and circuit_training's readers expect plain decimals)."""
+    return np.format_float_positional(float(v), unique=True, trim="-")
 
 
 def write_plc(path: str, nl: Netlist, pl: Placement, header: PlcHeader, costs: dict | None = None,
