@@ -6,7 +6,7 @@ cost zero, as in TASO, and so does any operator whose inputs are all weights: it
 constant-folded when the model is loaded (this is what makes weight concatenation in
 merge rewrites free, as on a real inference engine).
 
-Two modes:
+Modes of :class:`CostModel`:
 
 * ``analytic`` (default): a roofline per operator,
   ``time = max(FLOPs / peak_flops, bytes / mem_bandwidth) + launch_overhead``, on a named
@@ -14,7 +14,21 @@ Two modes:
   profitable. Times are in milliseconds; bytes count float32 tensors read and written.
 * ``measured``: each distinct signature is timed on this machine with onnxruntime on the
   CPU (warm-up, then the median of repeats) and cached on disk keyed by signature and
-  machine (see :mod:`systems_envs.graph.measure`).
+  machine (see :mod:`systems_envs.graph.measure`). Each operator is timed alone: the
+  fusions onnxruntime applies are not taken into account.
+
+Cost models by name (:func:`make_cost_model`, the ``--cost`` option of the command-line
+tools and the ``device`` of ``GraphRewrite-v0``): ``v100``, ``a100``, ``h100``, ``cpu``
+(analytic roofline on that device); ``ort-cpu`` (onnxruntime on this CPU: measured
+kernels with onnxruntime's own fusions taken into account,
+:class:`~systems_envs.graph.ort_cost.OrtCpuCostModel`); ``e2e`` (the whole graph timed in
+onnxruntime, :class:`~systems_envs.graph.ort_cost.E2ECostModel`: exact for this machine,
+but every new graph costs a real measurement of seconds).
+
+Two class attributes tell an incremental user (the rewrite ``CandidateIndex``) how far a
+change reaches: ``context_radius`` (0: a node's cost depends on its own signature only;
+k: on nodes up to k edges away) and ``whole_graph`` (True: costs exist only for whole
+graphs, :meth:`CostModel.graph_cost`).
 """
 from __future__ import annotations
 
@@ -139,11 +153,15 @@ class CostModel:
         onnxruntime timing on this CPU with an on-disk cache.
     """
 
+    context_radius = 0
+    whole_graph = False
+
     def __init__(self, device: str | DeviceSpec = DEFAULT_DEVICE, mode: str = "analytic",
                  measure: Callable[[Graph, Node], float] | None = None):
         if mode not in ("analytic", "measured"):
             raise ValueError(f"unknown cost mode {mode!r} (known: analytic, measured)")
         self.device = get_device(device)
+        self.name = self.device.name if mode == "analytic" else f"measured-{self.device.name}"
         self.mode = mode
         if mode == "measured" and measure is None:
             from systems_envs.graph.measure import OnnxRuntimeTimer
@@ -152,8 +170,12 @@ class CostModel:
         self._measure = measure
         self._cache: dict[tuple, float] = {}
 
-    def node_cost(self, graph: Graph, node: Node, constant: bool = False) -> float:
-        """Cost of one node in ms; 0 for layout-only ops and constant-folded nodes."""
+    def node_cost(self, graph: Graph, node: Node, constant: bool = False, const: set[int] | None = None) -> float:
+        """Cost of one node in ms; 0 for layout-only ops and constant-folded nodes.
+
+        ``const`` (the graph's constant-folded node ids) is unused here; models with a
+        ``context_radius`` read it.
+        """
         if constant or OPS[node.op].layout_only:
             return 0.0
         key = signature(graph, node)
@@ -186,8 +208,27 @@ class CostModel:
             f, b = flops_and_bytes(n.op, n.attrs, [graph.shape(r) for r in n.inputs], list(n.shapes))
             r = rows.setdefault(n.op, {"op": n.op, "count": 0, "cost_ms": 0.0, "gflops": 0.0, "mbytes": 0.0})
             r["count"] += 1
-            r["cost_ms"] += self.node_cost(graph, n, nid in const)
+            r["cost_ms"] += self.node_cost(graph, n, nid in const, const)
             if nid not in const:
                 r["gflops"] += f / 1e9
                 r["mbytes"] += b / 1e6
         return sorted(rows.values(), key=lambda r: -r["cost_ms"])
+
+
+ANALYTIC_NAMES = tuple(DEVICES)
+COST_MODEL_NAMES = ANALYTIC_NAMES + ("ort-cpu", "e2e")
+
+
+def make_cost_model(name: str, cache_dir=None) -> CostModel:
+    """The cost model called ``name`` (see the module docstring); ``cache_dir`` for the measured ones."""
+    if name in DEVICES:
+        return CostModel(name)
+    if name == "ort-cpu":
+        from systems_envs.graph.ort_cost import OrtCpuCostModel
+
+        return OrtCpuCostModel(cache_dir)
+    if name == "e2e":
+        from systems_envs.graph.ort_cost import E2ECostModel
+
+        return E2ECostModel(cache_dir)
+    raise ValueError(f"unknown cost model {name!r} (known: {', '.join(COST_MODEL_NAMES)})")
