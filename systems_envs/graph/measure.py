@@ -16,8 +16,8 @@ onnxruntime version and the thread count; a corrupt cache file is rebuilt, never
 * :class:`E2ETimer` (``e2e_costs.json``, keyed by :meth:`Graph.hash`): a whole graph
   exported with :func:`~systems_envs.graph.onnx_io.export_onnx` and run end to end:
   ``warmup`` untimed runs, then ``rounds`` rounds alternating two sessions of the same
-  model (so a slow spell of the machine hits both), the median over all runs and a noise
-  estimate (see :class:`Timing`).
+  model (so a slow spell of the machine hits both), each round keeping the fastest of a
+  few back-to-back runs, the median over rounds and a noise estimate (see :class:`Timing`).
 * :func:`compare_models`: an original and an optimised model side by side, interleaved
   rounds with a second session of the original as a noise control (see :class:`Comparison`).
 """
@@ -158,15 +158,16 @@ def session_feeds(sess, seed: int = 0, dims: int = 1) -> dict[str, np.ndarray]:
     return feeds
 
 
-def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmup: int) -> np.ndarray:
+def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmup: int, inner: int = 1) -> np.ndarray:
     """Run times in ms, shape ``[rounds, len(sessions)]``.
 
     Each session first runs ``warmup`` times untimed; then each round runs every session
-    once, in an order that rotates from round to round, so drift of the machine's load
-    reaches all sessions alike.
+    ``inner`` times back to back and keeps the fastest of those runs (a run preempted by
+    another process on a shared machine is dropped), the sessions in an order that
+    rotates from round to round, so drift of the machine's load reaches all alike.
     """
-    if rounds < 1 or warmup < 0:
-        raise ValueError(f"rounds must be >= 1 and warmup >= 0, got {rounds}, {warmup}")
+    if rounds < 1 or warmup < 0 or inner < 1:
+        raise ValueError(f"rounds and inner must be >= 1 and warmup >= 0, got {rounds}, {inner}, {warmup}")
     for s, f in zip(sessions, feeds):
         for _ in range(warmup):
             s.run(None, f)
@@ -175,9 +176,12 @@ def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmu
     for r in range(rounds):
         for j in range(k):
             i = (j + r) % k
-            t0 = time.perf_counter()
-            sessions[i].run(None, feeds[i])
-            out[r, i] = 1e3 * (time.perf_counter() - t0)
+            best = float("inf")
+            for _ in range(inner):
+                t0 = time.perf_counter()
+                sessions[i].run(None, feeds[i])
+                best = min(best, time.perf_counter() - t0)
+            out[r, i] = 1e3 * best
     return out
 
 
@@ -278,11 +282,11 @@ class Timing:
     """End-to-end time of one model.
 
     Attributes:
-      median_ms: median run time over all timed runs, ms.
+      median_ms: median over rounds and the two sessions of each round's run time, ms.
       noise: relative noise: the larger of half the interquartile range of the runs over
         their median and the relative gap between the medians of the two alternating
         sessions (so 0.03 = +-3%).
-      runs: number of timed runs.
+      runs: number of round times (rounds x 2 sessions).
     """
 
     median_ms: float
@@ -291,11 +295,13 @@ class Timing:
 
 
 def time_model(model, threads: int = 1, warmup: int = 5, rounds: int = 20, seed: int = 0,
-               optimize: bool = True) -> Timing:
-    """Time ``model`` (ModelProto, bytes or path) end to end: two sessions alternating for ``rounds`` rounds."""
+               optimize: bool = True, inner: int = 3) -> Timing:
+    """Time ``model`` (ModelProto, bytes or path) end to end: two sessions alternating for
+    ``rounds`` rounds, each round's time the fastest of ``inner`` back-to-back runs
+    (:func:`interleaved_ms`)."""
     sessions = [make_session(model, threads, optimize) for _ in range(2)]
     feeds = session_feeds(sessions[0], seed)
-    t = interleaved_ms(sessions, [feeds, feeds], rounds, warmup)
+    t = interleaved_ms(sessions, [feeds, feeds], rounds, warmup, inner)
     med = float(np.median(t))
     gap = abs(float(np.median(t[:, 0]) - np.median(t[:, 1]))) / max(med, 1e-12)
     return Timing(med, max(_rel_half_iqr(t.ravel()), gap), int(t.size))
@@ -376,11 +382,12 @@ class Comparison:
 
 
 def compare_models(original, optimised, threads: int = 1, warmup: int = 5, rounds: int = 30,
-                   seed: int = 0, optimize: bool = True) -> Comparison:
+                   seed: int = 0, optimize: bool = True, inner: int = 3) -> Comparison:
     """Time ``original`` and ``optimised`` (ModelProto, bytes or path) in interleaved rounds.
 
-    Three sessions (original, optimised, original again as the noise control) run once
-    per round in a rotating order, after ``warmup`` untimed runs each. Both models must
+    Three sessions (original, optimised, original again as the noise control) run in
+    each round in a rotating order, each timed as the fastest of ``inner`` back-to-back
+    runs (:func:`interleaved_ms`), after ``warmup`` untimed runs each. Both models must
     take the same inputs (names, dtypes, shapes); the same feeds go to both.
     """
     sessions = [make_session(m, threads, optimize) for m in (original, optimised, original)]
@@ -388,7 +395,7 @@ def compare_models(original, optimised, threads: int = 1, warmup: int = 5, round
     names = {i.name for i in sessions[1].get_inputs()}
     if names != set(feeds):
         raise GraphError(f"the optimised model's inputs {sorted(names)} differ from the original's {sorted(feeds)}")
-    t = interleaved_ms(sessions, [feeds] * 3, rounds, warmup)
+    t = interleaved_ms(sessions, [feeds] * 3, rounds, warmup, inner)
     ratio = t[:, 0] / t[:, 1]
     control = t[:, 0] / t[:, 2]
     noise = abs(float(np.median(control)) - 1.0) + _rel_half_iqr(control) * float(np.median(control))
