@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-steps", type=int, default=10_000, help="greedy step limit")
     p.add_argument("--workdir", default=None, help="folder for the exported zoo models (default: a temp folder)")
     args = p.parse_args(argv)
-    from systems_envs.graph.ir import GraphError
-    from systems_envs.graph.measure import compare_models, cpu_model
+    from systems_envs.graph.measure import compare_models, cpu_model, export_for_timing
     from systems_envs.graph.models import BUILTIN_GRAPHS
-    from systems_envs.graph.onnx_io import export_onnx
     from systems_envs.rewrite.ruleset import default_rules
     from systems_envs.rewrite.search import greedy
 
@@ -87,9 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
         for c, cm in cost_models.items():
             try:
                 res = greedy(m.graph, rules, cm, max_steps=args.max_steps)
-                cmp = compare_models(m.original, export_onnx(res.graph), threads=args.threads, rounds=args.rounds)
-            except GraphError as e:  # reported per model, the benchmark goes on
-                row = {"model": m.name, "cost": c, "error": str(e).splitlines()[0]}
+                cmp = compare_models(m.original, export_for_timing(res.graph), threads=args.threads, rounds=args.rounds)
+            except Exception as e:  # noqa: BLE001 - reported per model (type and message), the benchmark goes on
+                row = {"model": m.name, "cost": c, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
                 print(json.dumps(row), flush=True)
                 errors.append(row)
                 continue

@@ -41,10 +41,17 @@ NCHWc layout reorders its convolutions' inputs and outputs; in a whole graph a c
 convolutions stays in that layout), and the residual ``add`` that onnxruntime fuses into
 an NCHWc convolution is costed as its own kernel.
 
+Fixed costs: every group's timing includes the cost of an inference call (onnxruntime's
+``run``), and a lone convolution in the NCHWc layout also its input and output reorders,
+which a whole graph pays once per inference or once per chain of convolutions. Each group
+is charged its time minus that of the smallest group of its kind (a Relu on 8 floats; a
+1x1 convolution of 16 channels on one pixel when onnxruntime put the group in NCHWc
+layout), and the call overhead is charged once, to the graph's inputs (split evenly).
+
 Weights read from memory: a group timed on its own runs with its weights in the CPU's
 caches, while a whole model whose weights exceed them reads each weight from main memory
 once per inference. A group's cost is therefore
-``max(measured ms, weight bytes / memory bandwidth)``, the bandwidth measured once per
+``max(measured ms - fixed cost, weight bytes / memory bandwidth)``, the bandwidth measured once per
 machine (:func:`~systems_envs.graph.measure.memory_bandwidth`, single-thread streaming
 read). For a compute-bound convolution the first term wins; for a matrix-vector product
 (a batch-1 RNN cell) the second.
@@ -69,6 +76,7 @@ from systems_envs.graph.ir import Graph, GraphError, Node, TensorRef
 from systems_envs.graph.ops import OPS, SOURCE_OPS
 
 ORT_CACHE_FILE = "ort_kernel_costs.json"
+NCHWC_DOMAIN = "com.microsoft.nchwc"
 MAX_AFFINE = 2
 ACTIVATION_OPS = frozenset(op for op in ("relu", "sigmoid", "tanh", "leaky_relu", "clip", "relu6", "hardsigmoid",
                                          "hard_sigmoid", "hardswish", "hard_swish") if op in OPS)
@@ -106,6 +114,7 @@ class OrtCpuCostModel(CostModel):
         self._group_ms: dict[str, float] = {}  # group_graph hash -> ms
         self._fast_ms: dict[tuple, float] = {}  # group_key -> ms
         self._bandwidth: float | None = None
+        self._reference: dict[str, float] = {}
         self.timed = 0
 
     # ------------------------------------------------------------------ groups
@@ -175,7 +184,10 @@ class OrtCpuCostModel(CostModel):
 
     # ------------------------------------------------------------------ costs
     def node_cost(self, graph: Graph, node: Node, constant: bool = False, const: set[int] | None = None) -> float:
-        """Cost in ms of ``node``: its group's time if it anchors one, 0 if it follows in one."""
+        """Cost in ms of ``node``: its group's time if it anchors one, 0 if it follows in one;
+        a graph input carries its share of the fixed cost of one inference call."""
+        if node.op == "input":
+            return self.run_overhead_ms / max(1, len(graph.inputs))
         if constant or OPS[node.op].layout_only:
             return 0.0
         if const is None:
@@ -201,12 +213,13 @@ class OrtCpuCostModel(CostModel):
             table = self._disk.table
             digest = table.get("g:" + key)
             ms = table.get(f"o:{digest}") if digest is not None else None
-            if ms is None:
+            if ms is None or f"k:{digest}" not in table:
                 digest, ms = self._time(sub, table)
                 table["g:" + key] = digest
                 self._disk.save()
             weight_bytes = BYTES_PER_ELEMENT * sum(math.prod(w.shape) for w in sub.weights)
-            self._group_ms[key] = ms = max(float(ms), weight_bytes / self.bytes_per_ms)
+            compute = float(ms) - self.reference_ms(table[f"k:{digest}"])
+            self._group_ms[key] = ms = max(compute, weight_bytes / self.bytes_per_ms, 0.0)
         self._fast_ms[fast] = ms
         return ms
 
@@ -223,18 +236,47 @@ class OrtCpuCostModel(CostModel):
             self._bandwidth = float(table["bandwidth_bytes_per_s"]) / 1e3
         return self._bandwidth
 
+    @property
+    def run_overhead_ms(self) -> float:
+        """Fixed cost of one inference call, ms: the time of a one-Relu model on 8 floats."""
+        return self.reference_ms("plain")
+
+    def reference_ms(self, kind: str) -> float:
+        """Time (ms) of the smallest group of a kind, timed as groups are (measured once per
+        machine, cached on disk): ``plain``, a Relu on 8 floats (the call overhead);
+        ``nchwc``, a 1x1 convolution of 16 channels on one pixel (the call overhead plus
+        the NCHWc reorders onnxruntime wraps a lone convolution in)."""
+        if kind not in self._reference:
+            table = self._disk.table
+            key = f"reference_ms:{kind}"
+            if not isinstance(table.get(key), (int, float)):
+                from systems_envs.graph.measure import export_for_timing, interleaved_ms, make_session, session_feeds
+
+                g = Graph(f"reference_{kind}")
+                if kind == "plain":
+                    y = g.add("relu", [g.input("x", (1, 8))])
+                else:
+                    y = g.add("conv2d", [g.input("x", (1, 16, 1, 1)), g.weight("w", (16, 16, 1, 1))])
+                g.set_outputs([y])
+                sess = make_session(export_for_timing(g), self.threads)
+                feeds = session_feeds(sess)
+                table[key] = float(np.median(interleaved_ms([sess], [feeds], 4 * self.repeats, self.warmup, inner=3)))
+                self._disk.save()
+            self._reference[kind] = float(table[key])
+        return self._reference[kind]
+
     def _time(self, sub: Graph, table: dict) -> tuple[str, float]:
         """Optimise ``sub`` with onnxruntime; time it unless its optimised form is already timed."""
         import onnx
 
-        from systems_envs.graph.measure import interleaved_ms, make_session, session_feeds
-        from systems_envs.graph.onnx_io import export_onnx
+        from systems_envs.graph.measure import export_for_timing, interleaved_ms, make_session, session_feeds
 
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="sysworld_ort_")
         os.close(fd)
         try:
-            sess = make_session(export_onnx(sub, opset=_opset_of(sub)), self.threads, optimized_path=path)
-            digest = optimized_digest(onnx.load(path, load_external_data=False))
+            sess = make_session(export_for_timing(sub), self.threads, optimized_path=path)
+            optimised = onnx.load(path, load_external_data=False)
+            digest = optimized_digest(optimised)
         except GraphError as e:
             raise GraphError(f"kernel group {sub.name!r}: {e}") from None
         finally:
@@ -245,6 +287,7 @@ class OrtCpuCostModel(CostModel):
             ms = float(np.median(interleaved_ms([sess], [feeds], self.repeats, self.warmup, inner=3)))
             table[f"o:{digest}"] = ms
             self.timed += 1
+        table[f"k:{digest}"] = "nchwc" if any(n.domain == NCHWC_DOMAIN for n in optimised.graph.node) else "plain"
         return digest, float(ms)
 
 
@@ -260,17 +303,6 @@ def _other_inputs_constant(node: Node, tail: int, const: set[int]) -> bool:
     """``node`` reads ``tail`` once, at slot 0 or 1, and every other input is constant."""
     slots = [k for k, (s, _) in enumerate(node.inputs) if s == tail]
     return len(slots) == 1 and all(s in const for k, (s, _) in enumerate(node.inputs) if k != slots[0])
-
-
-def _opset_of(g: Graph) -> int:
-    """Opset to export a group at: 17, or the newest default-domain opset of its imported opaque nodes."""
-    versions = [17]
-    for n in g.nodes.values():
-        if n.op == "opaque":
-            spec = dict(n.attrs["attributes"])
-            versions.append(int(spec.get("opset", 17)) if spec.get("domain") in ("", "ai.onnx")
-                            else int(spec.get("default_opset", 17)))
-    return max(versions)
 
 
 def group_key(graph: Graph, members: list[int], const: set[int]) -> tuple:
@@ -289,7 +321,8 @@ def group_key(graph: Graph, members: list[int], const: set[int]) -> tuple:
             else:
                 k = ext.setdefault(r, len(ext))
                 src = graph.nodes[r[0]]
-                wiring.append((-1, k, r[0] in const, src.attrs.get("init") if src.op == "weight" else None))
+                wiring.append((-1, k, r[0] in const, src.attrs.get("init") if src.op == "weight" else None,
+                               node.op == "batchnorm" and len(wiring) == 4))
         parts.append((signature(graph, node), tuple(wiring)))
     return tuple(parts)
 
@@ -297,7 +330,7 @@ def group_key(graph: Graph, members: list[int], const: set[int]) -> tuple:
 def group_graph(graph: Graph, members: list[int], const: set[int]) -> Graph:
     """The group as a standalone graph: computed inputs become inputs ``x0, x1, ...``, constant
     ones weights ``w0, w1, ...`` (with the source weight's ``init``; ``positive`` for a
-    batchnorm variance), outputs the last member's outputs. Names depend only on the
+    batchnorm variance and for scalars), outputs the last member's outputs. Names depend only on the
     group's structure, so equal groups hash equal."""
     g = Graph(f"group_{graph.nodes[members[0]].op}")
     inside: dict[TensorRef, TensorRef] = {}
@@ -314,8 +347,8 @@ def group_graph(graph: Graph, members: list[int], const: set[int]) -> Graph:
                 src = graph.nodes[r[0]]
                 if r[0] in const:
                     init = src.attrs.get("init", "normal") if src.op == "weight" else "normal"
-                    if node.op == "batchnorm" and slot == 4:
-                        init = "positive"
+                    if (node.op == "batchnorm" and slot == 4) or not graph.shape(r):
+                        init = "positive"  # a variance; a scalar (often a divisor)
                     ext[r] = (g.weight(f"w{len(ext)}", graph.shape(r), init=init), 0)
                 else:
                     ext[r] = (g.input(f"x{len(ext)}", graph.shape(r)), 0)
