@@ -76,7 +76,8 @@ def signature(graph: Graph, node: Node) -> tuple:
     return (node.op, node.attr_key(), tuple(graph.shape(r) for r in node.inputs), node.shapes)
 
 
-_ACT_FLOPS = {"none": 0, "relu": 1, "sigmoid": 4, "tanh": 4, "relu6": 2, "hardsigmoid": 3, "hardswish": 4}
+_ACT_FLOPS = {"none": 0, "relu": 1, "sigmoid": 4, "tanh": 4, "relu6": 2, "hardsigmoid": 3, "hardswish": 4, "gelu": 8,
+              "gelu_tanh": 10}
 _UNARY_FLOPS = {"relu": 1, "sigmoid": 4, "tanh": 4, "gelu": 8, "gelu_tanh": 10, "relu6": 2, "hardsigmoid": 3,
                 "hardswish": 4, "erf": 8, "sqrt": 4, "reciprocal": 1, "neg": 1, "pow": 4}
 # Opaque ONNX ops: FLOPs per output element (transcendentals ~ a few; data movement 0; else 1).

@@ -79,6 +79,12 @@ def activate(x: np.ndarray, act: str) -> np.ndarray:
         return np.clip(x / 6 + 0.5, 0, 1)
     if act == "hardswish":
         return x * np.clip(x / 6 + 0.5, 0, 1)
+    if act == "gelu":
+        from scipy.special import erf
+
+        return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    if act == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
     raise GraphError(f"unknown activation {act!r}")
 
 
@@ -156,15 +162,7 @@ def _layernorm(n: Node, a):
 
 
 def _gelu(n: Node, a):
-    from scipy.special import erf
-
-    x = a[0]
-    return [(0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))).astype(x.dtype)]
-
-
-def _gelu_tanh(n: Node, a):
-    x = a[0]
-    return [(0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))).astype(x.dtype)]
+    return [activate(a[0], n.op).astype(a[0].dtype)]
 
 
 def _erf(n: Node, a):
@@ -232,7 +230,7 @@ KERNELS: dict[str, Kernel] = {
     "sigmoid": lambda n, a: [activate(a[0], "sigmoid")],
     "tanh": lambda n, a: [activate(a[0], "tanh")],
     "gelu": _gelu,
-    "gelu_tanh": _gelu_tanh,
+    "gelu_tanh": _gelu,
     "relu6": lambda n, a: [activate(a[0], "relu6")],
     "hardsigmoid": lambda n, a: [activate(a[0], "hardsigmoid")],
     "hardswish": lambda n, a: [activate(a[0], "hardswish")],

@@ -853,6 +853,8 @@ class _Exporter:
             self.add("Clip", [x, self.scalar(0.0, "_zero"), self.scalar(6.0, "_six")], out)
         elif activation == "hardsigmoid":
             self.add("HardSigmoid", [x], out, alpha=1.0 / 6.0, beta=0.5)
+        elif activation in ("gelu", "gelu_tanh"):
+            _write_gelu(self, x, out, approximate=activation == "gelu_tanh")
         elif activation == "hardswish":
             if self.opset >= 14:
                 self.add("HardSwish", [x], out)
@@ -981,16 +983,26 @@ def _exp_simple(onnx_op):
     return f
 
 
-def _exp_gelu(ex: _Exporter, n: Node, ins, outs):
+def _write_gelu(ex: _Exporter, x: str, out: str, approximate: bool) -> None:
+    """GELU as ONNX Gelu from opset 20, else the primitive form PyTorch writes (which
+    onnxruntime fuses back into one Gelu / FastGelu kernel)."""
     if ex.opset >= 20:
-        ex.add("Gelu", ins, outs[0])
-        return
-    x = ins[0]
-    (t,) = ex.add("Div", [x, ex.scalar(math.sqrt(2.0), "_sqrt2")])
-    (e,) = ex.add("Erf", [t])
-    (p,) = ex.add("Add", [e, ex.scalar(1.0, "_one")])
-    (m,) = ex.add("Mul", [x, p])
-    ex.add("Mul", [m, ex.scalar(0.5, "_half")], outs[0])
+        ex.add("Gelu", [x], out, approximate="tanh" if approximate else "none")
+    elif not approximate:
+        (t,) = ex.add("Div", [x, ex.scalar(math.sqrt(2.0), "_sqrt2")])
+        (e,) = ex.add("Erf", [t])
+        (p,) = ex.add("Add", [e, ex.scalar(1.0, "_one")])
+        (m,) = ex.add("Mul", [x, p])
+        ex.add("Mul", [m, ex.scalar(0.5, "_half")], out)
+    else:
+        (c,) = ex.add("Pow", [x, ex.scalar(3.0, "_three")])
+        (c,) = ex.add("Mul", [c, ex.scalar(0.044715, "_gelu_c")])
+        (c,) = ex.add("Add", [x, c])
+        (c,) = ex.add("Mul", [c, ex.scalar(math.sqrt(2.0 / math.pi), "_sqrt_2_pi")])
+        (t,) = ex.add("Tanh", [c])
+        (p,) = ex.add("Add", [t, ex.scalar(1.0, "_one")])
+        (m,) = ex.add("Mul", [x, ex.scalar(0.5, "_half")])
+        ex.add("Mul", [m, p], out)
 
 
 def _exp_batchnorm(ex: _Exporter, n: Node, ins, outs):
@@ -1115,21 +1127,6 @@ def _exp_pow(ex: _Exporter, n: Node, ins, outs):
     ex.add("Pow", [ins[0], ex.scalar(n.attrs["exponent"], f"_exponent{n.id}")], outs[0])
 
 
-def _exp_gelu_tanh(ex: _Exporter, n: Node, ins, outs):
-    if ex.opset >= 20:
-        ex.add("Gelu", ins, outs[0], approximate="tanh")
-        return
-    x = ins[0]
-    (c,) = ex.add("Pow", [x, ex.scalar(3.0, "_three")])
-    (c,) = ex.add("Mul", [c, ex.scalar(0.044715, "_gelu_c")])
-    (c,) = ex.add("Add", [x, c])
-    (c,) = ex.add("Mul", [c, ex.scalar(math.sqrt(2.0 / math.pi), "_sqrt_2_pi")])
-    (t,) = ex.add("Tanh", [c])
-    (p,) = ex.add("Add", [t, ex.scalar(1.0, "_one")])
-    (m,) = ex.add("Mul", [x, ex.scalar(0.5, "_half")])
-    ex.add("Mul", [m, p], outs[0])
-
-
 def _exp_rmsnorm(ex: _Exporter, n: Node, ins, outs):
     """The primitive form PyTorch writes (onnxruntime fuses it into SimplifiedLayerNormalization)."""
     x, gamma = ins
@@ -1156,8 +1153,8 @@ _EXPORTERS = {
     "relu": _exp_simple("Relu"),
     "sigmoid": _exp_simple("Sigmoid"),
     "tanh": _exp_simple("Tanh"),
-    "gelu": _exp_gelu,
-    "gelu_tanh": _exp_gelu_tanh,
+    "gelu": _exp_act("gelu"),
+    "gelu_tanh": _exp_act("gelu_tanh"),
     "relu6": _exp_act("relu6"),
     "hardsigmoid": _exp_act("hardsigmoid"),
     "hardswish": _exp_act("hardswish"),

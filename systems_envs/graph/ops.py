@@ -16,8 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 Shape = tuple[int, ...]
 # Activations a conv2d / matmul / linear / pool can carry (fused), as ONNX and PyTorch
 # define them: relu6 = min(max(x, 0), 6) (ONNX Clip(0, 6)); hardsigmoid = max(0, min(1, x/6 + 1/2))
-# (ONNX HardSigmoid with alpha 1/6, beta 1/2, PyTorch's); hardswish = x * hardsigmoid(x).
-ACTIVATIONS = ("none", "relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish")
+# (ONNX HardSigmoid with alpha 1/6, beta 1/2, PyTorch's); hardswish = x * hardsigmoid(x);
+# gelu = x * Phi(x) (exact, Erf form); gelu_tanh = its tanh approximation (GPT-2's gelu_new).
+ACTIVATIONS = ("none", "relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "gelu", "gelu_tanh")
 # Element-wise, one input, no attributes: gelu is exact (Erf form), gelu_tanh the tanh approximation.
 UNARY_OPS = ("relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "relu6", "hardsigmoid", "hardswish", "erf", "sqrt",
              "reciprocal", "neg")
