@@ -10,10 +10,11 @@ a chain of followers, each follower the only consumer of the previous node's out
 * ``conv2d`` without activation, then up to :data:`MAX_AFFINE` per-channel affine nodes
   whose other operands are constant (``batchnorm``: Conv BatchNorm Fusion; ``add``/``sub``
   and ``mul``/``div`` by a constant: Conv Add / Conv Mul Fusion), then one activation
-  (Conv Activation Fusion, and the NCHWc convolution's fused activation);
+  (any of the IR's fusable activations, :data:`ACTIVATION_OPS`: Conv Activation Fusion
+  and the NCHWc convolution's fused activation where onnxruntime has them);
 * ``matmul``/``linear`` without activation, then up to :data:`MAX_AFFINE` elementwise nodes
   with a constant operand (MatMul Add Fusion into Gemm, MatMul Scale Fusion), then one
-  activation or ``gelu`` (Gemm Activation Fusion, Bias GELU Fusion);
+  activation (Gemm Activation Fusion, Bias GELU Fusion);
 * any other node with an ``activation`` attribute left at ``none`` (pools), then one
   activation;
 * ``add`` of two computed tensors, then ``layernorm`` (Skip Layer Normalization Fusion).
@@ -73,13 +74,13 @@ import numpy as np
 
 from systems_envs.graph.cost import BYTES_PER_ELEMENT, CostModel, get_device, signature
 from systems_envs.graph.ir import Graph, GraphError, Node, TensorRef
-from systems_envs.graph.ops import OPS, SOURCE_OPS
+from systems_envs.graph.ops import ACTIVATIONS, OPS, SOURCE_OPS
 
 ORT_CACHE_FILE = "ort_kernel_costs.json"
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 MAX_AFFINE = 2
-ACTIVATION_OPS = frozenset(op for op in ("relu", "sigmoid", "tanh", "leaky_relu", "clip", "relu6", "hardsigmoid",
-                                         "hard_sigmoid", "hardswish", "hard_swish") if op in OPS)
+# the IR's fusable activations: a node's ``activation`` attribute is exported as this op after it
+ACTIVATION_OPS = frozenset(a for a in ACTIVATIONS if a != "none" and a in OPS)
 _AFFINE_OPS = ("add", "sub", "mul", "div")
 
 
@@ -147,7 +148,7 @@ class OrtCpuCostModel(CostModel):
                 tail = f
             elif stage == "affine":
                 continue
-            elif stage == "act" and (fn.op in ACTIVATION_OPS or (fn.op == "gelu" and a.op != "conv2d")):
+            elif stage == "act" and fn.op in ACTIVATION_OPS:
                 members.append(f)
                 tail = f
                 break
