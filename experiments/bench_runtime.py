@@ -36,13 +36,13 @@ from experiments._cli import run_main
 def note_for(row: dict) -> str:
     """Why a row gained what it gained, in a few words."""
     if row["rewrites"] == 0:
-        return ("no rewrite lowers this cost model" if row["cost"] != "v100" else "no rewrite applies")
+        return "no rewrite lowers this cost model"
     if row["verdict"] == "slower":
-        return "slower: the cost model mispredicts this rewrite"
+        return "slower: the cost model mispredicts these rewrites"
     if row["verdict"] == "same":
-        if row["cost"] == "v100":
-            return "gains are fusions onnxruntime already applies" if row["claimed"] > 0.02 else "claimed gain within noise"
-        return "claimed gain below the measurement noise"
+        if row["top_rule"].startswith("fuse_"):
+            return "mostly fusions onnxruntime applies by itself"
+        return "the gain onnxruntime sees is within noise"
     return ""
 
 
