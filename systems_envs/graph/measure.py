@@ -62,10 +62,21 @@ def cpu_model() -> str:
 
 
 def machine_id(threads: int) -> str:
-    """Identifies where a timing is valid: platform, CPU model, onnxruntime version, threads."""
+    """Identifies where a timing is valid: platform, CPU model, onnxruntime version, threads
+    and the clock (:func:`run_clock`)."""
     import onnxruntime as ort
 
-    return f"{platform.system()}-{platform.machine()}|{cpu_model()}|onnxruntime {ort.__version__}|threads {threads}"
+    clock = "thread cpu time" if threads == 1 else "wall time"
+    return (f"{platform.system()}-{platform.machine()}|{cpu_model()}|onnxruntime {ort.__version__}|threads {threads}"
+            f"|{clock}")
+
+
+def run_clock(threads: int):
+    """The clock that times a run, in seconds: with one intra-op thread onnxruntime runs the
+    model in the calling thread, so that thread's CPU time is the run time without the
+    periods the operating system gave the core to other processes (a shared machine's
+    preemptions); with more threads, wall time."""
+    return time.thread_time if threads == 1 else time.perf_counter
 
 
 class JsonCache:
@@ -173,13 +184,15 @@ def session_feeds(sess, seed: int = 0, dims: int = 1) -> dict[str, np.ndarray]:
     return feeds
 
 
-def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmup: int, inner: int = 1) -> np.ndarray:
+def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmup: int, inner: int = 1,
+                   clock=time.perf_counter) -> np.ndarray:
     """Run times in ms, shape ``[rounds, len(sessions)]``.
 
     Each session first runs ``warmup`` times untimed; then each round runs every session
     ``inner`` times back to back and keeps the fastest of those runs (a run preempted by
     another process on a shared machine is dropped), the sessions in an order that
     rotates from round to round, so drift of the machine's load reaches all alike.
+    ``clock``: seconds (:func:`run_clock`).
     """
     if rounds < 1 or warmup < 0 or inner < 1:
         raise ValueError(f"rounds and inner must be >= 1 and warmup >= 0, got {rounds}, {inner}, {warmup}")
@@ -193,9 +206,9 @@ def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmu
             i = (j + r) % k
             best = float("inf")
             for _ in range(inner):
-                t0 = time.perf_counter()
+                t0 = clock()
                 sessions[i].run(None, feeds[i])
-                best = min(best, time.perf_counter() - t0)
+                best = min(best, clock() - t0)
             out[r, i] = 1e3 * best
     return out
 
@@ -288,7 +301,8 @@ class OnnxRuntimeTimer:
         if node.op == "batchnorm":  # variance must be positive
             feeds["x4"] = np.abs(feeds["x4"]) + 0.5
         self.timed += 1
-        return float(np.median(interleaved_ms([sess], [feeds], self.repeats, self.warmup)))
+        return float(np.median(interleaved_ms([sess], [feeds], self.repeats, self.warmup,
+                                              clock=run_clock(self.threads))))
 
 
 # ----------------------------------------------------------------------------- whole graphs
@@ -316,7 +330,7 @@ def time_model(model, threads: int = 1, warmup: int = 5, rounds: int = 20, seed:
     (:func:`interleaved_ms`)."""
     sessions = [make_session(model, threads, optimize) for _ in range(2)]
     feeds = session_feeds(sessions[0], seed)
-    t = interleaved_ms(sessions, [feeds, feeds], rounds, warmup, inner)
+    t = interleaved_ms(sessions, [feeds, feeds], rounds, warmup, inner, run_clock(threads))
     med = float(np.median(t))
     gap = abs(float(np.median(t[:, 0]) - np.median(t[:, 1]))) / max(med, 1e-12)
     return Timing(med, max(_rel_half_iqr(t.ravel()), gap), int(t.size))
@@ -408,7 +422,7 @@ def compare_models(original, optimised, threads: int = 1, warmup: int = 5, round
     names = {i.name for i in sessions[1].get_inputs()}
     if names != set(feeds):
         raise GraphError(f"the optimised model's inputs {sorted(names)} differ from the original's {sorted(feeds)}")
-    t = interleaved_ms(sessions, [feeds] * 3, rounds, warmup, inner)
+    t = interleaved_ms(sessions, [feeds] * 3, rounds, warmup, inner, run_clock(threads))
     ratio = t[:, 0] / t[:, 1]
     control = t[:, 0] / t[:, 2]
     noise = abs(float(np.median(control)) - 1.0) + _rel_half_iqr(control) * float(np.median(control))

@@ -9,7 +9,9 @@ a chain of followers, each follower the only consumer of the previous node's out
 
 * ``conv2d`` without activation, then up to :data:`MAX_AFFINE` per-channel affine nodes
   whose other operands are constant (``batchnorm``: Conv BatchNorm Fusion; ``add``/``sub``
-  and ``mul``/``div`` by a constant: Conv Add / Conv Mul Fusion), then one activation
+  and ``mul``/``div`` by a constant: Conv Add / Conv Mul Fusion), then a residual ``add``
+  of another computed tensor of the same shape (the NCHWc convolution's fused "Sum"
+  input; when both operands end convolution chains, the first operand's takes it), then one activation
   (any of the IR's fusable activations, :data:`ACTIVATION_OPS`: Conv Activation Fusion
   and the NCHWc convolution's fused activation where onnxruntime has them);
 * ``matmul``/``linear`` without activation, then up to :data:`MAX_AFFINE` elementwise nodes
@@ -39,8 +41,9 @@ become the same fused Conv.
 What it leaves out (checked against whole-graph timings by ``experiments.bench_cost``):
 each group is timed alone, so work at group borders is counted per group (onnxruntime's
 NCHWc layout reorders its convolutions' inputs and outputs; in a whole graph a chain of
-convolutions stays in that layout), and the residual ``add`` that onnxruntime fuses into
-an NCHWc convolution is costed as its own kernel.
+convolutions stays in that layout). A residual sum fused into a convolution is not part
+of its group's timing (a lone group gets it as a plain input, which onnxruntime does not
+fuse): it is taken as free, which leaves out the read of the added tensor.
 
 Fixed costs: every group's timing includes the cost of an inference call (onnxruntime's
 ``run``), and a lone convolution in the NCHWc layout also its input and output reorders,
@@ -99,7 +102,7 @@ class OrtCpuCostModel(CostModel):
       timed: groups actually timed by this instance (disk-cache misses).
     """
 
-    context_radius = MAX_AFFINE + 2
+    context_radius = MAX_AFFINE + 3
 
     def __init__(self, cache_dir: str | Path | None = None, threads: int = 1, warmup: int = 3, repeats: int = 10):
         from systems_envs.graph.measure import JsonCache, default_cache_dir, machine_id
@@ -128,7 +131,7 @@ class OrtCpuCostModel(CostModel):
         if a.op == "conv2d" or a.op in ("matmul", "linear"):
             if act != "none":
                 return members
-            stages = ["affine"] * MAX_AFFINE + ["act"]
+            stages = ["affine"] * MAX_AFFINE + (["sum"] if a.op == "conv2d" else []) + ["act"]
         elif act == "none":
             stages = ["act"]
         elif a.op == "add":
@@ -143,11 +146,17 @@ class OrtCpuCostModel(CostModel):
             fn = nodes[f]
             if stage == "affine" and fn.op in _AFFINE_OPS + ("batchnorm",):
                 if not _other_inputs_constant(fn, tail, const):
+                    if fn.op == "add" and "sum" in stages:
+                        continue  # maybe a residual sum: the next stages decide
                     break
                 members.append(f)
                 tail = f
             elif stage == "affine":
                 continue
+            elif stage == "sum":
+                if fn.op == "add" and _sum_slot(graph, fn, const) == tail:
+                    members.append(f)
+                    tail = f
             elif stage == "act" and fn.op in ACTIVATION_OPS:
                 members.append(f)
                 tail = f
@@ -163,7 +172,7 @@ class OrtCpuCostModel(CostModel):
         """The anchor of the group that ``nid`` follows in, or None if ``nid`` anchors its own group."""
         nodes = graph.nodes
         frontier = [nid]
-        for _ in range(MAX_AFFINE + 1):
+        for _ in range(MAX_AFFINE + 2):
             # chain predecessors: computed inputs whose only consumer is the current node
             preds = sorted({s for n in frontier for s, _ in nodes[n].inputs
                             if s not in const and nodes[s].op not in SOURCE_OPS and _sole_consumer(graph, s) == n})
@@ -251,7 +260,8 @@ class OrtCpuCostModel(CostModel):
             table = self._disk.table
             key = f"reference_ms:{kind}"
             if not isinstance(table.get(key), (int, float)):
-                from systems_envs.graph.measure import export_for_timing, interleaved_ms, make_session, session_feeds
+                from systems_envs.graph.measure import (export_for_timing, interleaved_ms, make_session, run_clock,
+                                                       session_feeds)
 
                 g = Graph(f"reference_{kind}")
                 if kind == "plain":
@@ -261,7 +271,8 @@ class OrtCpuCostModel(CostModel):
                 g.set_outputs([y])
                 sess = make_session(export_for_timing(g), self.threads)
                 feeds = session_feeds(sess)
-                table[key] = float(np.median(interleaved_ms([sess], [feeds], 4 * self.repeats, self.warmup, inner=3)))
+                table[key] = float(np.median(interleaved_ms([sess], [feeds], 4 * self.repeats, self.warmup, inner=3,
+                                                                    clock=run_clock(self.threads))))
                 self._disk.save()
             self._reference[kind] = float(table[key])
         return self._reference[kind]
@@ -270,7 +281,8 @@ class OrtCpuCostModel(CostModel):
         """Optimise ``sub`` with onnxruntime; time it unless its optimised form is already timed."""
         import onnx
 
-        from systems_envs.graph.measure import export_for_timing, interleaved_ms, make_session, session_feeds
+        from systems_envs.graph.measure import (export_for_timing, interleaved_ms, make_session, run_clock,
+                                                       session_feeds)
 
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="sysworld_ort_")
         os.close(fd)
@@ -285,7 +297,8 @@ class OrtCpuCostModel(CostModel):
         ms = table.get(f"o:{digest}")
         if ms is None:
             feeds = session_feeds(sess, seed=0)
-            ms = float(np.median(interleaved_ms([sess], [feeds], self.repeats, self.warmup, inner=3)))
+            ms = float(np.median(interleaved_ms([sess], [feeds], self.repeats, self.warmup, inner=3,
+                                                clock=run_clock(self.threads))))
             table[f"o:{digest}"] = ms
             self.timed += 1
         table[f"k:{digest}"] = "nchwc" if any(n.domain == NCHWC_DOMAIN for n in optimised.graph.node) else "plain"
@@ -298,6 +311,43 @@ def _sole_consumer(graph: Graph, nid: int) -> int | None:
         return None
     uses = graph.uses(nid)
     return uses[0][0] if len(uses) == 1 else None
+
+
+def _conv_chain_anchor(graph: Graph, t: int, const: set[int]) -> int | None:
+    """The convolution (no activation, computed) that ``t`` ends a chain of, through up to
+    :data:`MAX_AFFINE` constant affine nodes each the sole consumer of the one before; else None."""
+    nodes = graph.nodes
+    for _ in range(MAX_AFFINE + 1):
+        n = nodes[t]
+        if t in const:
+            return None
+        if n.op == "conv2d" and n.attrs.get("activation") == "none":
+            return t
+        if n.op not in _AFFINE_OPS + ("batchnorm",):
+            return None
+        preds = [s for s, _ in n.inputs if s not in const]
+        if len(preds) != 1 or not _other_inputs_constant(n, preds[0], const) or _sole_consumer(graph, preds[0]) != t:
+            return None
+        t = preds[0]
+    return None
+
+
+def _sum_slot(graph: Graph, add: Node, const: set[int]) -> int | None:
+    """For an ``add`` of two computed tensors of its output's shape: the producer of its first
+    input that ends a convolution chain (onnxruntime's NCHWc convolution adds the other
+    input as its fused "Sum"), else None."""
+    if len(add.inputs) != 2 or any(s in const for s, _ in add.inputs) or \
+            any(graph.shape(r) != add.shape for r in add.inputs) or add.inputs[0][0] == add.inputs[1][0]:
+        return None
+    for s, _ in add.inputs:
+        if _sole_consumer(graph, s) == add.id and _conv_chain_anchor(graph, s, const) is not None:
+            return s
+    return None
+
+
+def _is_sum(node: Node, const: set[int]) -> bool:
+    """A group member that is a residual sum (an ``add`` of two computed tensors)."""
+    return node.op == "add" and not any(s in const for s, _ in node.inputs)
 
 
 def _other_inputs_constant(node: Node, tail: int, const: set[int]) -> bool:
@@ -315,6 +365,9 @@ def group_key(graph: Graph, members: list[int], const: set[int]) -> tuple:
     parts = []
     for m in members:
         node = graph.nodes[m]
+        if m != members[0] and _is_sum(node, const):
+            parts.append(("sum",))
+            continue
         wiring = []
         for r in node.inputs:
             if r[0] in pos:
@@ -339,6 +392,9 @@ def group_graph(graph: Graph, members: list[int], const: set[int]) -> Graph:
     mset = set(members)
     for m in members:
         node = graph.nodes[m]
+        if m != members[0] and _is_sum(node, const):  # fused into the convolution: not timed
+            inside[(m, 0)] = next(inside[r] for r in node.inputs if r[0] in mset)
+            continue
         ins = []
         for slot, r in enumerate(node.inputs):
             if r[0] in mset:
