@@ -36,6 +36,8 @@ from experiments._cli import run_main
 def note_for(row: dict) -> str:
     """Why a row gained what it gained, in a few words."""
     if row["rewrites"] == 0:
+        if row["verdict"] == "faster":
+            return "no rewrite; the re-export alone runs faster than the source file"
         return "no rewrite lowers this cost model"
     if row["verdict"] == "slower":
         return "slower: the cost model mispredicts these rewrites"
