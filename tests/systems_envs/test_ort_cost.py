@@ -98,3 +98,18 @@ def test_cost_model_names():
     assert {"v100", "ort-cpu", "e2e"} <= set(COST_MODEL_NAMES)
     with pytest.raises(ValueError, match="unknown cost model 'tpu'"):
         make_cost_model("tpu")
+
+
+def test_whole_graph_cost_model_drives_the_candidate_index(cache_dir):
+    from systems_envs.rewrite.candidates import CandidateIndex
+    from systems_envs.rewrite.ruleset import default_rules
+
+    cm = E2ECostModel(rounds=2, warmup=1)
+    idx = CandidateIndex(conv_block(False), default_rules(taso=False), cm)
+    assert len(idx) > 0
+    assert idx.cost == cm.graph_cost(idx.graph) > 0 and cm.timer.timed == 1
+    pv = idx.preview(0)
+    assert pv.cost == cm.graph_cost(pv.graph) and cm.timer.timed == 2  # one real measurement per new graph
+    idx.apply(0)
+    assert idx.cost == pv.cost and cm.timer.timed == 2  # the applied graph was already measured
+    assert idx.node_cost(next(iter(idx.graph.nodes))) == 0.0  # no per-node costs under a whole-graph model
