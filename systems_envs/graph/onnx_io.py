@@ -1213,6 +1213,8 @@ def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None 
     if len(opaque_opsets) > 1:
         raise GraphError(f"graph {graph.name!r}: opaque nodes come from several opsets {sorted(opaque_opsets)}")
     target = opset if opset is not None else (src_opset or next(iter(opaque_opsets), 17))
+    if not MIN_OPSET <= target <= MAX_OPSET:
+        raise GraphError(f"export opset {target} is not supported ({MIN_OPSET}..{MAX_OPSET})")
     build = next(iter(opaque_opsets), target)
     if graph.source is not None and len(graph.source.outputs) == len(graph.outputs):
         outputs = list(graph.source.outputs)
