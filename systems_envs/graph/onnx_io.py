@@ -578,6 +578,12 @@ def _imp_gather(im: _Importer, node, a):
     im.emit(node, "gather", [im.ref(data), idx], axis=int(a.get("axis", 0)))
 
 
+def _imp_cast(im: _Importer, node, a):
+    if int(a.get("to", 0)) != FLOAT or not im.is_float(node.input[0]):
+        return False
+    im.env[node.output[0]] = im.ref(node.input[0])  # float32 -> float32 (HF norms write one): no-op
+
+
 def _imp_identity(im: _Importer, node, a):
     if len([o for o in node.output if o]) != 1 or not node.output[0]:
         return False
@@ -761,6 +767,7 @@ _IMPORTERS = {
     "ReduceMean": _imp_reduce_mean,
     "Gather": _imp_gather,
     "Identity": _imp_identity,
+    "Cast": _imp_cast,
     "Dropout": _imp_identity,
     "BatchNormalization": _imp_batchnorm,
     "LayerNormalization": _imp_layernorm,
@@ -965,8 +972,16 @@ def _exp_conv(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_matmul(ex: _Exporter, n: Node, ins, outs):
+    """``linear`` on a 2-D input is written as Gemm (as exporters write ``nn.Linear``;
+    onnxruntime fuses Gemm with a following activation), otherwise MatMul [+ Add]."""
     act = n.attrs["activation"]
     has_bias = n.op == "linear" and len(ins) == 3
+    if n.op == "linear" and len(ex.g.shape(n.inputs[0])) == 2:
+        y = outs[0] if act == "none" else ex.unique(f"_gemm{n.id}")
+        ex.add("Gemm", ins, y)
+        if act != "none":
+            ex.act(y, act, outs[0])
+        return
     y = outs[0] if (act == "none" and not has_bias) else ex.unique(f"_mm{n.id}")
     ex.add("MatMul", ins[:2], y)
     if has_bias:
