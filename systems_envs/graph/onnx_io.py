@@ -12,7 +12,16 @@ other tools (opset 13 and newer) with static shapes:
 * Supported operators map to IR ops (see ``_IMPORTERS``). Conv bias is kept as the third
   input of ``conv2d`` (no separate ``add``). Gemm with a constant B folds into ``linear``
   with ``alpha * B`` (transposed at import when ``transB``) and a bias ``beta * C`` when C
-  is a vector; otherwise transpose/mul/add ops are inserted.
+  is a vector; otherwise transpose/mul/add ops are inserted. ``ReduceMean`` over H, W of
+  a 4-D tensor becomes ``global_avgpool``, other means ``reduce_mean``; ``Gather`` with a
+  constant or integer-input index becomes ``gather`` (a 0-d index stays 0-d);
+  ``Clip(0, 6)`` becomes ``relu6``; HardSwish, PyTorch's HardSigmoid, Erf, Sqrt,
+  Reciprocal, Neg, Pow with a constant exponent and both GELUs have IR ops; a float32 to
+  float32 ``Cast`` is dropped. Afterwards :func:`systems_envs.graph.recognize.recognize`
+  turns primitive-op GELU / RMSNorm / LayerNorm subgraphs into one op.
+* Graph inputs keep their element type (``input`` attribute ``dtype``, e.g. int64 token
+  ids); the IR computes in float, so integer tensors carry integral float values.
+  ``graph.source`` keeps the file's opsets, output names and types and model functions.
 * Anything else (including float ops on non-float32 tensors) becomes an ``opaque`` node:
   ``op_type``, ``output_shapes`` (ONNX shape inference, else a probe run), the serialized
   ``NodeProto`` in ``onnx_node``, and in ``attributes`` a hashable description:
@@ -22,12 +31,13 @@ other tools (opset 13 and newer) with static shapes:
   constant baked into the node, e.g. int64 indices) or ``("absent",)``.
   :func:`run_onnx_node` runs such a node with onnxruntime.
 
-``export_onnx(graph, path=None, opset=17) -> ModelProto`` writes every IR op as ONNX ops
-that onnxruntime runs; weights become initializers (known values, else the executor's
+``export_onnx(graph, path=None, opset=None) -> ModelProto`` writes every IR op as ONNX ops
+that onnxruntime runs, keeping the source interface (names, element types, shapes) and
+opset, with every constant written as an initializer (known values, else the executor's
 deterministic fill with seed 0), so the exported model computes what
-:func:`systems_envs.graph.executor.execute` computes. Opaque nodes are re-emitted from
-their stored NodeProto (their semantics are those of the opset they were imported at).
-All data tensors are float32.
+:func:`systems_envs.graph.executor.execute` computes; see :func:`export_onnx`. Opaque
+nodes are re-emitted from their stored NodeProto with their original input and output
+element types.
 """
 from __future__ import annotations
 
