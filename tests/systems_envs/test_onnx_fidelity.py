@@ -163,3 +163,16 @@ def test_not_recognised_when_an_intermediate_is_used_elsewhere():
     model.graph.output.append(helper.make_tensor_value_info("e", F, [3, 7]))  # erf output is also an output
     g = import_onnx(model)
     assert "gelu" not in g.op_counts()
+
+
+def test_outputs_that_are_inputs_constants_or_repeated():
+    g = Graph("odd_outputs")
+    x = g.input("x", (2, 3))
+    c = g.add("relu", [g.weight("w", (2, 3), value=np.arange(6, dtype=np.float32).reshape(2, 3) - 2)])
+    y = g.add("add", [x, c])
+    g.set_outputs([x, c, y, y])
+    model = export_onnx(g)
+    assert [o.name for o in model.graph.output] == ["output_0", "output_1", "output_2", "output_3"]
+    xv = RNG.standard_normal((2, 3)).astype(np.float32)
+    for a, b in zip(run(model, {"x": xv}), execute(g, {"x": xv})):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
