@@ -15,7 +15,8 @@ other tools (opset 13 and newer) with static shapes:
   is a vector; otherwise transpose/mul/add ops are inserted. ``ReduceMean`` over H, W of
   a 4-D tensor becomes ``global_avgpool``, other means ``reduce_mean``; ``Gather`` with a
   constant or integer-input index becomes ``gather`` (a 0-d index stays 0-d);
-  ``Clip(0, 6)`` becomes ``relu6``; HardSwish, PyTorch's HardSigmoid, Erf, Sqrt,
+  ``Clip(0, 6)`` becomes ``relu6``; a static unit-step ``Slice`` a ``split`` keeping the
+  sliced part; HardSwish, PyTorch's HardSigmoid, Erf, Sqrt,
   Reciprocal, Neg, Pow with a constant exponent and both GELUs have IR ops; a float32 to
   float32 ``Cast`` is dropped. Afterwards :func:`systems_envs.graph.recognize.recognize`
   turns primitive-op GELU / RMSNorm / LayerNorm subgraphs into one op.
@@ -588,6 +589,34 @@ def _imp_gather(im: _Importer, node, a):
     im.emit(node, "gather", [im.ref(data), idx], axis=int(a.get("axis", 0)))
 
 
+def _imp_slice(im: _Importer, node, a):
+    """A static, unit-step Slice is a split (per sliced axis) keeping the middle part, so
+    it stays layout-only and visible to the concat/split rules."""
+    x = im.shape_of(node.input[0])
+    starts, ends = im.const_ints(node, 1), im.const_ints(node, 2)
+    if starts is None or ends is None:
+        return False
+    has = lambda k: len(node.input) > k and node.input[k]  # noqa: E731
+    axes = im.const_ints(node, 3) if has(3) else tuple(range(len(starts)))
+    steps = im.const_ints(node, 4) if has(4) else (1,) * len(starts)
+    if axes is None or steps is None or any(st != 1 for st in steps) or not len(starts) == len(ends) == len(axes):
+        return False
+    ref = im.ref(node.input[0])
+    for s, e, ax in zip(starts, ends, axes):
+        ax %= len(x)
+        d = x[ax]
+        lo = min(max(s + d if s < 0 else s, 0), d)
+        hi = min(max(e + d if e < 0 else e, 0), d)
+        if hi <= lo:
+            return False  # an empty result: keep it opaque
+        if (lo, hi) == (0, d):
+            continue
+        sizes = tuple(v for v in (lo, hi - lo, d - hi) if v)
+        nid = im.g.add("split", [ref], axis=ax, sizes=sizes)
+        ref = (nid, 1 if lo else 0)
+    im.env[node.output[0]] = ref
+
+
 def _imp_cast(im: _Importer, node, a):
     if int(a.get("to", 0)) != FLOAT or not im.is_float(node.input[0]):
         return False
@@ -778,6 +807,7 @@ _IMPORTERS = {
     "Gather": _imp_gather,
     "Identity": _imp_identity,
     "Cast": _imp_cast,
+    "Slice": _imp_slice,
     "Dropout": _imp_identity,
     "BatchNormalization": _imp_batchnorm,
     "LayerNormalization": _imp_layernorm,
@@ -1065,8 +1095,18 @@ def _exp_pool(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_split(ex: _Exporter, n: Node, ins, outs):
-    sizes = ex.ints(n.attrs["sizes"], f"_split{n.id}_sizes")
-    ex.nodes.append(helper.make_node("Split", [ins[0], sizes], outs, axis=int(n.attrs["axis"])))
+    """Split; when some parts are unused (an imported Slice), a Slice per used part, so the
+    runtime copies only what is read."""
+    g, axis, sizes = ex.g, int(n.attrs["axis"]), n.attrs["sizes"]
+    used = [i for i in range(len(sizes)) if g.tensor_uses((n.id, i)) or (n.id, i) in g.outputs]
+    if len(used) == len(sizes):
+        ex.nodes.append(helper.make_node("Split", [ins[0], ex.ints(sizes, f"_split{n.id}_sizes")], outs, axis=axis))
+        return
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    for i in used:
+        ex.add("Slice", [ins[0], ex.ints([offsets[i]], f"_starts{n.id}_{i}"),
+                         ex.ints([offsets[i] + sizes[i]], f"_ends{n.id}_{i}"), ex.ints([axis], f"_axes{n.id}_{i}")],
+               outs[i])
 
 
 def _exp_reshape(ex: _Exporter, n: Node, ins, outs):

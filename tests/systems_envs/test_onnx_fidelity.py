@@ -176,3 +176,22 @@ def test_outputs_that_are_inputs_constants_or_repeated():
     xv = RNG.standard_normal((2, 3)).astype(np.float32)
     for a, b in zip(run(model, {"x": xv}), execute(g, {"x": xv})):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_static_slices_become_splits_and_are_written_as_slices():
+    """Unit-step slices with constant bounds (torch chunk, rotate_half) are layout-only
+    splits in the IR; parts nobody reads are not copied: the file has Slices again."""
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    nodes = [helper.make_node("Slice", ["x", "s0", "e0", "a1"], ["lo"]),
+             helper.make_node("Slice", ["x", "s1", "e1", "a1"], ["hi"]),
+             helper.make_node("Neg", ["hi"], ["nhi"]),
+             helper.make_node("Concat", ["nhi", "lo"], ["rot"], axis=1),
+             helper.make_node("Slice", ["x", "s2", "e2", "a02"], ["mid"])]
+    model = make(nodes, [("x", F, [4, 6])], [("rot", F, [4, 6]), ("mid", F, [2, 4])],
+                 [("s0", i64(0)), ("e0", i64(3)), ("s1", i64(3)), ("e1", i64(2 ** 62)), ("a1", i64(1)),
+                  ("s2", i64(1, -5)), ("e2", i64(-1, 5)), ("a02", i64(0, 1))], opset=18)
+    g = import_onnx(model)
+    assert "opaque" not in g.op_counts() and g.op_counts()["split"] == 4, g.op_counts()
+    written = export_onnx(g)
+    assert "Split" not in {n.op_type for n in written.graph.node}
+    assert_same(model, written, {"x": RNG.standard_normal((4, 6)).astype(np.float32)})
