@@ -12,7 +12,17 @@ other tools (opset 13 and newer) with static shapes:
 * Supported operators map to IR ops (see ``_IMPORTERS``). Conv bias is kept as the third
   input of ``conv2d`` (no separate ``add``). Gemm with a constant B folds into ``linear``
   with ``alpha * B`` (transposed at import when ``transB``) and a bias ``beta * C`` when C
-  is a vector; otherwise transpose/mul/add ops are inserted.
+  is a vector; otherwise transpose/mul/add ops are inserted. ``ReduceMean`` over H, W of
+  a 4-D tensor becomes ``global_avgpool``, other means ``reduce_mean``; ``Gather`` with a
+  constant or integer-input index becomes ``gather`` (a 0-d index stays 0-d);
+  ``Clip(0, 6)`` becomes ``relu6``; a static unit-step ``Slice`` a ``split`` keeping the
+  sliced part; HardSwish, PyTorch's HardSigmoid, Erf, Sqrt,
+  Reciprocal, Neg, Pow with a constant exponent and both GELUs have IR ops; a float32 to
+  float32 ``Cast`` is dropped. Afterwards :func:`systems_envs.graph.recognize.recognize`
+  turns primitive-op GELU / RMSNorm / LayerNorm subgraphs into one op.
+* Graph inputs keep their element type (``input`` attribute ``dtype``, e.g. int64 token
+  ids); the IR computes in float, so integer tensors carry integral float values.
+  ``graph.source`` keeps the file's opsets, output names and types and model functions.
 * Anything else (including float ops on non-float32 tensors) becomes an ``opaque`` node:
   ``op_type``, ``output_shapes`` (ONNX shape inference, else a probe run), the serialized
   ``NodeProto`` in ``onnx_node``, and in ``attributes`` a hashable description:
@@ -22,12 +32,13 @@ other tools (opset 13 and newer) with static shapes:
   constant baked into the node, e.g. int64 indices) or ``("absent",)``.
   :func:`run_onnx_node` runs such a node with onnxruntime.
 
-``export_onnx(graph, path=None, opset=17) -> ModelProto`` writes every IR op as ONNX ops
-that onnxruntime runs; weights become initializers (known values, else the executor's
+``export_onnx(graph, path=None, opset=None) -> ModelProto`` writes every IR op as ONNX ops
+that onnxruntime runs, keeping the source interface (names, element types, shapes) and
+opset, with every constant written as an initializer (known values, else the executor's
 deterministic fill with seed 0), so the exported model computes what
-:func:`systems_envs.graph.executor.execute` computes. Opaque nodes are re-emitted from
-their stored NodeProto (their semantics are those of the opset they were imported at).
-All data tensors are float32.
+:func:`systems_envs.graph.executor.execute` computes; see :func:`export_onnx`. Opaque
+nodes are re-emitted from their stored NodeProto with their original input and output
+element types.
 """
 from __future__ import annotations
 
@@ -578,6 +589,40 @@ def _imp_gather(im: _Importer, node, a):
     im.emit(node, "gather", [im.ref(data), idx], axis=int(a.get("axis", 0)))
 
 
+def _imp_slice(im: _Importer, node, a):
+    """A static, unit-step Slice is a split (per sliced axis) keeping the middle part, so
+    it stays layout-only and visible to the concat/split rules."""
+    x = im.shape_of(node.input[0])
+    starts, ends = im.const_ints(node, 1), im.const_ints(node, 2)
+    if starts is None or ends is None:
+        return False
+    has = lambda k: len(node.input) > k and node.input[k]  # noqa: E731
+    axes = im.const_ints(node, 3) if has(3) else tuple(range(len(starts)))
+    steps = im.const_ints(node, 4) if has(4) else (1,) * len(starts)
+    if axes is None or steps is None or any(st != 1 for st in steps) or not len(starts) == len(ends) == len(axes):
+        return False
+    ref = im.ref(node.input[0])
+    for s, e, ax in zip(starts, ends, axes):
+        ax %= len(x)
+        d = x[ax]
+        lo = min(max(s + d if s < 0 else s, 0), d)
+        hi = min(max(e + d if e < 0 else e, 0), d)
+        if hi <= lo:
+            return False  # an empty result: keep it opaque
+        if (lo, hi) == (0, d):
+            continue
+        sizes = tuple(v for v in (lo, hi - lo, d - hi) if v)
+        nid = im.g.add("split", [ref], axis=ax, sizes=sizes)
+        ref = (nid, 1 if lo else 0)
+    im.env[node.output[0]] = ref
+
+
+def _imp_cast(im: _Importer, node, a):
+    if int(a.get("to", 0)) != FLOAT or not im.is_float(node.input[0]):
+        return False
+    im.env[node.output[0]] = im.ref(node.input[0])  # float32 -> float32 (HF norms write one): no-op
+
+
 def _imp_identity(im: _Importer, node, a):
     if len([o for o in node.output if o]) != 1 or not node.output[0]:
         return False
@@ -761,6 +806,8 @@ _IMPORTERS = {
     "ReduceMean": _imp_reduce_mean,
     "Gather": _imp_gather,
     "Identity": _imp_identity,
+    "Cast": _imp_cast,
+    "Slice": _imp_slice,
     "Dropout": _imp_identity,
     "BatchNormalization": _imp_batchnorm,
     "LayerNormalization": _imp_layernorm,
@@ -965,8 +1012,16 @@ def _exp_conv(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_matmul(ex: _Exporter, n: Node, ins, outs):
+    """``linear`` on a 2-D input is written as Gemm (as exporters write ``nn.Linear``;
+    onnxruntime fuses Gemm with a following activation), otherwise MatMul [+ Add]."""
     act = n.attrs["activation"]
     has_bias = n.op == "linear" and len(ins) == 3
+    if n.op == "linear" and len(ex.g.shape(n.inputs[0])) == 2:
+        y = outs[0] if act == "none" else ex.unique(f"_gemm{n.id}")
+        ex.add("Gemm", ins, y)
+        if act != "none":
+            ex.act(y, act, outs[0])
+        return
     y = outs[0] if (act == "none" and not has_bias) else ex.unique(f"_mm{n.id}")
     ex.add("MatMul", ins[:2], y)
     if has_bias:
@@ -1040,8 +1095,18 @@ def _exp_pool(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_split(ex: _Exporter, n: Node, ins, outs):
-    sizes = ex.ints(n.attrs["sizes"], f"_split{n.id}_sizes")
-    ex.nodes.append(helper.make_node("Split", [ins[0], sizes], outs, axis=int(n.attrs["axis"])))
+    """Split; when some parts are unused (an imported Slice), a Slice per used part, so the
+    runtime copies only what is read."""
+    g, axis, sizes = ex.g, int(n.attrs["axis"]), n.attrs["sizes"]
+    used = [i for i in range(len(sizes)) if g.tensor_uses((n.id, i)) or (n.id, i) in g.outputs]
+    if len(used) == len(sizes):
+        ex.nodes.append(helper.make_node("Split", [ins[0], ex.ints(sizes, f"_split{n.id}_sizes")], outs, axis=axis))
+        return
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    for i in used:
+        ex.add("Slice", [ins[0], ex.ints([offsets[i]], f"_starts{n.id}_{i}"),
+                         ex.ints([offsets[i] + sizes[i]], f"_ends{n.id}_{i}"), ex.ints([axis], f"_axes{n.id}_{i}")],
+               outs[i])
 
 
 def _exp_reshape(ex: _Exporter, n: Node, ins, outs):
@@ -1213,6 +1278,8 @@ def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None 
     if len(opaque_opsets) > 1:
         raise GraphError(f"graph {graph.name!r}: opaque nodes come from several opsets {sorted(opaque_opsets)}")
     target = opset if opset is not None else (src_opset or next(iter(opaque_opsets), 17))
+    if not MIN_OPSET <= target <= MAX_OPSET:
+        raise GraphError(f"export opset {target} is not supported ({MIN_OPSET}..{MAX_OPSET})")
     build = next(iter(opaque_opsets), target)
     if graph.source is not None and len(graph.source.outputs) == len(graph.outputs):
         outputs = list(graph.source.outputs)

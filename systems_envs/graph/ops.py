@@ -304,16 +304,10 @@ OPS: dict[str, OpSpec] = {
         OpSpec("sub", (2, 2), _infer_broadcast, elementwise=True),
         OpSpec("mul", (2, 2), _infer_broadcast, elementwise=True),
         OpSpec("div", (2, 2), _infer_broadcast, elementwise=True),
-        *[OpSpec(u, (1, 1), _infer_unary, elementwise=True) for u in UNARY_OPS],
-        OpSpec("pow", (1, 1), _infer_pow, {}, ("exponent",), elementwise=True),
+        *[OpSpec(u, (1, 1), _infer_unary, elementwise=True) for u in ("relu", "sigmoid", "tanh", "gelu")],
         OpSpec("identity", (1, 1), _infer_unary, layout_only=True),
         OpSpec("batchnorm", (5, 5), _infer_batchnorm, {"epsilon": 1e-5}),
         OpSpec("layernorm", (3, 3), _infer_layernorm, {"epsilon": 1e-5}),
-        OpSpec("rmsnorm", (2, 2), _infer_rmsnorm, {"epsilon": 1e-6}),
-        OpSpec("reduce_mean", (1, 1), _infer_reduce_mean, {"keepdims": True}, ("axes",)),
-        # gather(data, indices): ONNX Gather; indices carry integral values (negative ones
-        # count from the end); a 0-d index removes the axis (class-token select).
-        OpSpec("gather", (2, 2), _infer_gather, {"axis": 0}),
         OpSpec("maxpool", (1, 1), _infer_pool, _POOL, ("kernel",)),
         OpSpec("avgpool", (1, 1), _infer_pool, _POOL, ("kernel",)),
         OpSpec("global_avgpool", (1, 1), _infer_global_pool),
@@ -326,6 +320,15 @@ OPS: dict[str, OpSpec] = {
         OpSpec("merge_gconv", (1, 1), _infer_merge_gconv, {"groups": 0}, ("count",)),
         OpSpec("opaque", (0, None), _infer_opaque, {"attributes": (), "onnx_node": b""},
                ("op_type", "output_shapes")),
+        # Added later, after the original catalogue, so the index of every older op (the
+        # one-hot op type of observations) is unchanged.
+        *[OpSpec(u, (1, 1), _infer_unary, elementwise=True) for u in UNARY_OPS[4:]],
+        OpSpec("pow", (1, 1), _infer_pow, {}, ("exponent",), elementwise=True),
+        OpSpec("rmsnorm", (2, 2), _infer_rmsnorm, {"epsilon": 1e-6}),
+        OpSpec("reduce_mean", (1, 1), _infer_reduce_mean, {"keepdims": True}, ("axes",)),
+        # gather(data, indices): ONNX Gather; indices carry integral values (negative ones
+        # count from the end); a 0-d index removes the axis (class-token select).
+        OpSpec("gather", (2, 2), _infer_gather, {"axis": 0}),
     ]
 }
 

@@ -688,9 +688,11 @@ def build(name: str, seed: int = 0) -> ZooModel:
 def export_model(model: ZooModel, path: str | Path | None = None, opset: int = 18, dynamo: bool = True):
     """Export a built zoo model with PyTorch's ONNX exporter; return the ``onnx.ModelProto``.
 
-    ``dynamo=True`` is ``torch.export``-based exporter (PyTorch's default), ``False`` the
-    TorchScript one. Input and output names are the zoo's; all shapes are static. Raises
-    :class:`ZooError` naming the model, exporter and opset when the exporter fails.
+    ``dynamo=True`` is the ``torch.export``-based exporter (PyTorch's default), ``False``
+    the TorchScript one. Input and output names are the zoo's; all shapes are static. The
+    result passes ``onnx.checker`` (full check) and loads in onnxruntime. Raises
+    :class:`OpsetUnavailable` when the exporter cannot write ``opset`` for this model (it
+    wrote another opset, or an invalid model), :class:`ZooError` when it fails.
     """
     import onnx
 
