@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---|---|---|---|---|")
     for c, f in figs.items():
         print(f"| {c} | {f['spearman']} | {100 * f['median_rel_error']:.1f}% | {f['scale']} | "
-              f"{100 * f['scaled_median_rel_error']:.1f}% | {f['within_model_spearman']} ({f['models_within']} models) |")
+              f"{100 * f['scaled_median_rel_error']:.1f}% | {f['within_model_spearman']} "
+              f"({f['models_within']} models) |")
     out = {"machine": machine, "graphs": records, "figures": figs}
     print(json.dumps(out))
     return out

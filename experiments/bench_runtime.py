@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
                 res = greedy(m.graph, rules, cm, max_steps=args.max_steps)
                 cmp = compare_models(m.original, export_for_timing(res.graph), threads=args.threads, rounds=args.rounds)
             except Exception as e:  # noqa: BLE001 - reported per model (type and message), the benchmark goes on
-                row = {"model": m.name, "cost": c, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                first = str(e).splitlines()[0] if str(e) else ""
+                row = {"model": m.name, "cost": c, "error": f"{type(e).__name__}: {first}"}
                 print(json.dumps(row), flush=True)
                 errors.append(row)
                 continue

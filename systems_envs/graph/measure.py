@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
