@@ -1,39 +1,64 @@
-"""Optimise a graph with a non-learned rewrite search.
+"""Optimise a graph with a non-learned rewrite search, and optionally measure the result.
 
     python -m experiments.optimize GRAPH --search greedy|backtrack|random [--budget N]
-        [--alpha A] [--device NAME] [--seed S] [--out OUT.onnx] [--no-taso]
+        [--alpha A] [--cost NAME] [--seed S] [--out OUT.onnx] [--no-taso]
+        [--verify [--rounds R] [--threads T] [--write-optimized]]
 
-GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. Progress goes to
-stdout; the last stdout line is a JSON object with graph, ops_before, ops_after,
-cost_before_ms, cost_after_ms, reduction, rewrites, seconds, expanded, search, device.
-``--budget``: backtracking dequeues (default 1000), random steps (default 200), greedy
-steps (default unlimited).
+GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. ``--cost`` names the
+cost model the search minimises (``v100`` analytic roofline by default; ``ort-cpu``:
+onnxruntime on this CPU, fusion-aware; ``e2e``: whole graphs timed in onnxruntime, slow;
+``--device`` is an alias). ``--budget``: backtracking dequeues (default 1000), random steps
+(default 200), greedy steps (default unlimited).
+
+``--verify`` times the original and the optimised model side by side in onnxruntime on
+this CPU (default session optimisations, ``--threads`` intra-op threads, default 1):
+``--rounds`` interleaved rounds (default 30) of three sessions, the original, the
+optimised model and a second session of the original as a noise control, and prints the
+measured speed-up with its spread. The original is the GRAPH file itself for ``.onnx``
+input, else the graph exported unchanged. Unless the optimised model is faster beyond
+the noise, ``--out`` receives the original (the measured-safe choice; say so with
+``written: "original"``); ``--write-optimized`` writes the optimised model regardless.
+
+Progress goes to stdout; the last stdout line is a JSON object with graph, ops_before,
+ops_after, cost_before_ms, cost_after_ms, reduction, rewrites, seconds, expanded, search,
+cost (and device, the same name); with ``--verify`` also measured_ms_before,
+measured_ms_after, measured_speedup, measured_spread, measured_noise, verdict
+(faster|same|slower) and written (optimized|original).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from experiments._cli import run_main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from systems_envs.graph.cost import COST_MODEL_NAMES
+
     p = argparse.ArgumentParser(prog="python -m experiments.optimize", description=__doc__.split("\n\n")[0])
     p.add_argument("graph", help="built-in graph name, .model or .onnx file")
     p.add_argument("--search", choices=["greedy", "backtrack", "random"], default="greedy")
     p.add_argument("--budget", type=int, default=None, help="dequeues (backtrack) / steps (random, greedy)")
     p.add_argument("--alpha", type=float, default=1.05, help="backtracking relaxation factor")
-    p.add_argument("--device", default="v100", help="device preset of the analytic cost model")
+    p.add_argument("--cost", "--device", dest="cost", default="v100", choices=COST_MODEL_NAMES,
+                   help="cost model the search minimises (--device is an alias)")
     p.add_argument("--seed", type=int, default=0, help="seed (random search; weights of .model files)")
     p.add_argument("--time-limit", type=float, default=None, help="backtracking wall-clock limit, seconds")
     p.add_argument("--out", default=None, help="write the optimised graph as ONNX to this path")
     p.add_argument("--no-taso", action="store_true", help="use only the hand-written rules")
+    p.add_argument("--verify", action="store_true", help="time original and optimised side by side in onnxruntime")
+    p.add_argument("--rounds", type=int, default=30, help="--verify: interleaved timing rounds")
+    p.add_argument("--threads", type=int, default=1, help="--verify: onnxruntime intra-op threads")
+    p.add_argument("--write-optimized", action="store_true",
+                   help="--verify: write the optimised model even if it is not measurably faster")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from systems_envs.graph.cost import CostModel
+    from systems_envs.graph.cost import make_cost_model
     from systems_envs.graph.load import load_graph
     from systems_envs.rewrite.ruleset import default_rules
     from systems_envs.rewrite.search import SEARCHES
@@ -42,11 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--budget must be >= 1, got {args.budget}")
     if args.out is not None and not str(args.out).lower().endswith(".onnx"):
         raise ValueError(f"--out {args.out!r}: the output must be an .onnx file")
-    cost_model = CostModel(args.device)
+    if args.rounds < 3 or args.threads < 1:
+        raise ValueError(f"--rounds must be >= 3 and --threads >= 1, got {args.rounds} and {args.threads}")
+    if args.write_optimized and not args.verify:
+        raise ValueError("--write-optimized only applies with --verify")
+    cost_model = make_cost_model(args.cost)
     graph = load_graph(args.graph, seed=args.seed)
     rules = default_rules(taso=not args.no_taso)
     print(f"{graph.summary()}")
-    print(f"{len(rules)} rules, search {args.search}, device {cost_model.device.name}", flush=True)
+    print(f"{len(rules)} rules, search {args.search}, cost model {cost_model.name}", flush=True)
     kwargs: dict = {"progress": lambda msg: print(msg, flush=True)}
     if args.search == "backtrack":
         kwargs.update(alpha=args.alpha, budget=args.budget or 1000, time_limit=args.time_limit)
@@ -65,18 +94,44 @@ def main(argv: list[str] | None = None) -> dict:
         counts[name] = counts.get(name, 0) + 1
     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"  {n:4d} x {name}")
-    if args.out is not None:
-        from systems_envs.graph.onnx_io import export_onnx
-
-        export_onnx(result.graph, args.out)
-        print(f"wrote {args.out}")
     summary = {
-        "graph": graph.name, "search": args.search, "device": cost_model.device.name,
+        "graph": graph.name, "search": args.search, "cost": cost_model.name, "device": cost_model.name,
         "ops_before": ops_before, "ops_after": result.graph.num_ops(),
         "cost_before_ms": result.cost_before, "cost_after_ms": result.cost_after,
         "reduction": result.reduction, "rewrites": len(result.rewrites),
         "seconds": round(result.seconds, 3), "expanded": result.expanded,
     }
+    from systems_envs.graph.onnx_io import export_onnx
+
+    optimised = export_onnx(result.graph)
+    to_write = optimised
+    if args.verify:
+        from systems_envs.graph.measure import compare_models
+
+        is_onnx = str(args.graph).lower().endswith(".onnx")
+        original = Path(args.graph).read_bytes() if is_onnx else export_onnx(graph).SerializeToString()
+        print(f"timing original and optimised in onnxruntime: {args.rounds} interleaved rounds, "
+              f"{args.threads} thread(s), a second session of the original as noise control", flush=True)
+        cmp = compare_models(original, optimised, threads=args.threads, rounds=args.rounds, seed=args.seed)
+        print(f"measured {cmp.before_ms:.3f} ms -> {cmp.after_ms:.3f} ms: speed-up x{cmp.speedup:.3f} "
+              f"+- {cmp.spread:.3f} (noise control +- {cmp.noise:.3f}): {cmp.verdict}")
+        keep_original = cmp.verdict != "faster" and not args.write_optimized
+        if cmp.verdict != "faster":
+            print("the optimised model is not faster beyond noise"
+                  + ("; writing the original" if keep_original and args.out else ""))
+        if keep_original:
+            import onnx
+
+            to_write = onnx.load_from_string(original)
+        summary.update(measured_ms_before=round(cmp.before_ms, 4), measured_ms_after=round(cmp.after_ms, 4),
+                       measured_speedup=round(cmp.speedup, 4), measured_spread=round(cmp.spread, 4),
+                       measured_noise=round(cmp.noise, 4), verdict=cmp.verdict,
+                       written="original" if keep_original else "optimized")
+    if args.out is not None:
+        import onnx
+
+        onnx.save(to_write, args.out)
+        print(f"wrote {args.out}" + (" (the original)" if summary.get("written") == "original" else ""))
     print(json.dumps(summary))
     return summary
 

@@ -28,6 +28,9 @@ def source_value(node: Node, seed: int, dtype=np.float32) -> np.ndarray:
     init = node.attrs.get("init", "normal")
     digest = hashlib.blake2b(f"{seed}:{node.attrs['name']}".encode(), digest_size=8).digest()
     rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    if np.dtype(node.attrs.get("dtype", "float32")).kind in "biu":
+        # integer / boolean inputs (token ids, masks): 0 or 1, valid as an index and as a mask
+        return rng.integers(0, 2, size=shape).astype(dtype)
     if init == "ones":
         v = np.ones(shape)
     elif init == "zeros":
@@ -37,7 +40,7 @@ def source_value(node: Node, seed: int, dtype=np.float32) -> np.ndarray:
     elif init == "normal":
         v = rng.standard_normal(shape)
         if node.op == "weight":
-            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape))
             v = v / np.sqrt(max(fan_in, 1))
     else:
         raise GraphError(f"node {node.name!r}: unknown init {init!r}")
@@ -61,6 +64,7 @@ def random_feeds(graph: Graph, seed: int = 0, dtype=np.float32) -> dict[str, np.
 
 
 def activate(x: np.ndarray, act: str) -> np.ndarray:
+    """Apply one of :data:`~systems_envs.graph.ops.ACTIVATIONS` element-wise."""
     if act == "none":
         return x
     if act == "relu":
@@ -69,6 +73,18 @@ def activate(x: np.ndarray, act: str) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
     if act == "tanh":
         return np.tanh(x)
+    if act == "relu6":
+        return np.clip(x, 0, 6)
+    if act == "hardsigmoid":
+        return np.clip(x / 6 + 0.5, 0, 1)
+    if act == "hardswish":
+        return x * np.clip(x / 6 + 0.5, 0, 1)
+    if act == "gelu":
+        from scipy.special import erf
+
+        return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    if act == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
     raise GraphError(f"unknown activation {act!r}")
 
 
@@ -146,10 +162,24 @@ def _layernorm(n: Node, a):
 
 
 def _gelu(n: Node, a):
+    return [activate(a[0], n.op).astype(a[0].dtype)]
+
+
+def _erf(n: Node, a):
     from scipy.special import erf
 
-    x = a[0]
-    return [(0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))).astype(x.dtype)]
+    return [erf(a[0]).astype(a[0].dtype)]
+
+
+def _rmsnorm(n: Node, a):
+    x, gamma = a
+    ms = (x * x).mean(axis=-1, keepdims=True)
+    return [x / np.sqrt(ms + n.attrs["epsilon"]) * gamma]
+
+
+def _gather(n: Node, a):
+    data, idx = a
+    return [np.take(data, np.asarray(idx).astype(np.int64), axis=n.attrs["axis"])]
 
 
 def _enlarge(n: Node, a):
@@ -200,9 +230,21 @@ KERNELS: dict[str, Kernel] = {
     "sigmoid": lambda n, a: [activate(a[0], "sigmoid")],
     "tanh": lambda n, a: [activate(a[0], "tanh")],
     "gelu": _gelu,
+    "gelu_tanh": _gelu,
+    "relu6": lambda n, a: [activate(a[0], "relu6")],
+    "hardsigmoid": lambda n, a: [activate(a[0], "hardsigmoid")],
+    "hardswish": lambda n, a: [activate(a[0], "hardswish")],
+    "erf": _erf,
+    "sqrt": lambda n, a: [np.sqrt(a[0])],
+    "reciprocal": lambda n, a: [1.0 / a[0]],
+    "neg": lambda n, a: [-a[0]],
+    "pow": lambda n, a: [np.power(a[0], a[0].dtype.type(n.attrs["exponent"]))],
     "identity": lambda n, a: [a[0]],
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
+    "rmsnorm": _rmsnorm,
+    "reduce_mean": lambda n, a: [a[0].mean(axis=tuple(n.attrs["axes"]), keepdims=bool(n.attrs["keepdims"]))],
+    "gather": _gather,
     "maxpool": _pool,
     "avgpool": _pool,
     "global_avgpool": lambda n, a: [a[0].mean(axis=(2, 3), keepdims=True)],
@@ -260,3 +302,35 @@ def execute(
     if keep_all:
         return vals
     return [vals[o] for o in graph.outputs]
+
+
+def constant_values(graph: Graph, refs, *, seed: int = 0, dtype=np.float32) -> dict[tuple[int, int], np.ndarray]:
+    """Values of constant tensors (``refs``: TensorRefs whose nodes depend on weights only),
+    computing only their ancestors; weights without a known value get :func:`source_value`."""
+    vals: dict[tuple[int, int], np.ndarray] = {}
+    want = {r[0] for r in refs}
+    needed: set[int] = set()
+    stack = list(want)
+    while stack:
+        nid = stack.pop()
+        if nid in needed:
+            continue
+        needed.add(nid)
+        n = graph.nodes[nid]
+        if n.op == "input":
+            raise GraphError(f"node {n.name!r} is not constant: it depends on input {n.name!r}")
+        stack.extend(s for s, _ in n.inputs)
+    for nid in graph.topo_order():
+        if nid not in needed:
+            continue
+        n = graph.nodes[nid]
+        if n.op == "weight":
+            name = n.attrs["name"]
+            v = graph.values[name] if name in graph.values else source_value(n, seed, dtype)
+            vals[(nid, 0)] = np.asarray(v, dtype=dtype)
+            continue
+        with np.errstate(over="ignore", under="ignore"):
+            outs = KERNELS[n.op](n, [vals[r] for r in n.inputs])
+        for i, o in enumerate(outs):
+            vals[(nid, i)] = np.asarray(o, dtype=dtype)
+    return {tuple(r): vals[tuple(r)] for r in refs}

@@ -13,6 +13,9 @@ consumer index up to date so rewrites can work locally. :meth:`Graph.copy` is ch
 
 Known weight values (e.g. ONNX initializers) live in ``Graph.values`` keyed by weight
 name; weights without a value are filled deterministically from a seed by the executor.
+A graph imported from a file keeps, in ``Graph.source``, what that file declares and an
+export must reproduce (opsets, output names and element types); inputs carry their own
+name, shape and ``dtype``.
 """
 from __future__ import annotations
 
@@ -30,6 +33,25 @@ TensorRef = tuple[int, int]
 
 class GraphError(ValueError):
     """A graph is malformed: the message names the node (or input) at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceModel:
+    """The interface of the model file a graph was imported from, kept for export.
+
+    Attributes:
+      opsets: ``((domain, version), ...)`` the file imports (``""`` = the default ONNX domain).
+      outputs: ``((name, ONNX element type), ...)``, one per graph output, in order.
+      functions: serialized model-local ``FunctionProto`` s, written back unchanged.
+    """
+
+    opsets: tuple[tuple[str, int], ...]
+    outputs: tuple[tuple[str, int], ...]
+    functions: tuple[bytes, ...] = ()
+
+    def opset(self, domain: str = "") -> int | None:
+        """The version the file imports for ``domain``, None if it does not."""
+        return dict(self.opsets).get(domain)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -72,6 +94,7 @@ class Graph:
         self.nodes: dict[int, Node] = {}
         self.outputs: list[TensorRef] = []
         self.values: dict[str, np.ndarray] = {}
+        self.source: SourceModel | None = None
         self._uses: dict[int, list[tuple[int, int]]] = {}  # producer -> [(consumer, slot)]
         self._names: dict[str, int] = {}
         self._next_id = 0
@@ -348,6 +371,7 @@ class Graph:
         g.nodes = dict(self.nodes)
         g.outputs = list(self.outputs)
         g.values = dict(self.values)
+        g.source = self.source
         g._uses = {k: list(v) for k, v in self._uses.items()}
         g._names = dict(self._names)
         g._next_id = self._next_id

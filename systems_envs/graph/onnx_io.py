@@ -12,7 +12,17 @@ other tools (opset 13 and newer) with static shapes:
 * Supported operators map to IR ops (see ``_IMPORTERS``). Conv bias is kept as the third
   input of ``conv2d`` (no separate ``add``). Gemm with a constant B folds into ``linear``
   with ``alpha * B`` (transposed at import when ``transB``) and a bias ``beta * C`` when C
-  is a vector; otherwise transpose/mul/add ops are inserted.
+  is a vector; otherwise transpose/mul/add ops are inserted. ``ReduceMean`` over H, W of
+  a 4-D tensor becomes ``global_avgpool``, other means ``reduce_mean``; ``Gather`` with a
+  constant or integer-input index becomes ``gather`` (a 0-d index stays 0-d);
+  ``Clip(0, 6)`` becomes ``relu6``; a static unit-step ``Slice`` a ``split`` keeping the
+  sliced part; HardSwish, PyTorch's HardSigmoid, Erf, Sqrt,
+  Reciprocal, Neg, Pow with a constant exponent and both GELUs have IR ops; a float32 to
+  float32 ``Cast`` is dropped. Afterwards :func:`systems_envs.graph.recognize.recognize`
+  turns primitive-op GELU / RMSNorm / LayerNorm subgraphs into one op.
+* Graph inputs keep their element type (``input`` attribute ``dtype``, e.g. int64 token
+  ids); the IR computes in float, so integer tensors carry integral float values.
+  ``graph.source`` keeps the file's opsets, output names and types and model functions.
 * Anything else (including float ops on non-float32 tensors) becomes an ``opaque`` node:
   ``op_type``, ``output_shapes`` (ONNX shape inference, else a probe run), the serialized
   ``NodeProto`` in ``onnx_node``, and in ``attributes`` a hashable description:
@@ -22,12 +32,13 @@ other tools (opset 13 and newer) with static shapes:
   constant baked into the node, e.g. int64 indices) or ``("absent",)``.
   :func:`run_onnx_node` runs such a node with onnxruntime.
 
-``export_onnx(graph, path=None, opset=17) -> ModelProto`` writes every IR op as ONNX ops
-that onnxruntime runs; weights become initializers (known values, else the executor's
+``export_onnx(graph, path=None, opset=None) -> ModelProto`` writes every IR op as ONNX ops
+that onnxruntime runs, keeping the source interface (names, element types, shapes) and
+opset, with every constant written as an initializer (known values, else the executor's
 deterministic fill with seed 0), so the exported model computes what
-:func:`systems_envs.graph.executor.execute` computes. Opaque nodes are re-emitted from
-their stored NodeProto (their semantics are those of the opset they were imported at).
-All data tensors are float32.
+:func:`systems_envs.graph.executor.execute` computes; see :func:`export_onnx`. Opaque
+nodes are re-emitted from their stored NodeProto with their original input and output
+element types.
 """
 from __future__ import annotations
 
@@ -39,7 +50,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from systems_envs.graph.ir import Graph, GraphError, Node, TensorRef
+from systems_envs.graph.ir import Graph, GraphError, Node, SourceModel, TensorRef
+from systems_envs.graph.recognize import recognize
 
 FLOAT = TensorProto.FLOAT
 IR_VERSION = 10  # ONNX IR version of models we build (onnxruntime 1.32 runs it; opsets <= 21)
@@ -260,7 +272,15 @@ class _Importer:
                 dims.append(d.dim_value)
             if not tt.HasField("shape"):
                 raise GraphError(f"{self.label!r}: input {vi.name!r} has no shape; only static shapes are supported")
-            self.env[vi.name] = (self.g.input(vi.name, tuple(dims)), 0)
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+            except Exception:
+                raise GraphError(f"{self.label!r}: input {vi.name!r} has an unsupported element type "
+                                 f"{tt.elem_type}") from None
+            if dtype.kind not in "fiub":
+                raise GraphError(f"{self.label!r}: input {vi.name!r} has element type {dtype}; only numeric "
+                                 "and boolean inputs are supported")
+            self.env[vi.name] = (self.g.add("input", name=vi.name, shape=tuple(dims), dtype=dtype.name), 0)
         for node in gp.node:
             label = node.name or f"{node.op_type}({', '.join(node.output)})"
             try:
@@ -281,7 +301,12 @@ class _Importer:
         for vi in gp.output:
             outs.append(self.ref(vi.name))
         self.g.set_outputs(outs)
+        self.g.source = SourceModel(
+            opsets=tuple(sorted(self.opsets.items())),
+            outputs=tuple((vi.name, int(vi.type.tensor_type.elem_type) or FLOAT) for vi in gp.output),
+            functions=tuple(f.SerializeToString() for f in self.model.functions))
         self.g.prune(keep_sources=True)  # drop dead compute nodes, keep every declared input
+        recognize(self.g)
         return self.g
 
     # --------------------------------------------------------------- folding
@@ -324,7 +349,7 @@ class _Importer:
             if not name:
                 slots.append(("absent",))
             elif name in self.consts and self.consts[name].dtype != np.float32:
-                v = np.ascontiguousarray(self.consts[name])
+                v = np.asarray(self.consts[name])  # (not ascontiguousarray: it turns a 0-d index into 1-d)
                 slots.append(("const", str(v.dtype), tuple(v.shape), v.tobytes()))
             else:
                 etype = FLOAT if name in self.consts else self.types.get(name, FLOAT)
@@ -489,9 +514,113 @@ def _unary(op):
 
 def _imp_gelu(im: _Importer, node, a):
     approx = a.get("approximate", "none")
-    if (approx.decode() if isinstance(approx, bytes) else approx) != "none":
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    im.emit(node, "gelu_tanh" if approx == "tanh" else "gelu", [im.ref(node.input[0])])
+
+
+def _imp_hardsigmoid(im: _Importer, node, a):
+    if not (math.isclose(float(a.get("alpha", 0.2)), 1 / 6, rel_tol=1e-6)
+            and math.isclose(float(a.get("beta", 0.5)), 0.5, rel_tol=1e-6)):
+        return False  # not PyTorch's hardsigmoid (the IR activation)
+    im.emit(node, "hardsigmoid", [im.ref(node.input[0])])
+
+
+def _imp_clip(im: _Importer, node, a):
+    def bound(k, attr):
+        if len(node.input) > k and node.input[k]:
+            v = im.consts.get(node.input[k])
+            return None if v is None or np.asarray(v).size != 1 else float(np.asarray(v).reshape(()))
+        return float(a[attr]) if attr in a else (math.inf if attr == "max" else -math.inf)
+
+    lo, hi = bound(1, "min"), bound(2, "max")
+    if lo == 0.0 and hi == 6.0:
+        im.emit(node, "relu6", [im.ref(node.input[0])])
+    elif lo == 0.0 and hi == math.inf:
+        im.emit(node, "relu", [im.ref(node.input[0])])
+    else:
         return False
-    im.emit(node, "gelu", [im.ref(node.input[0])])
+
+
+def _imp_pow(im: _Importer, node, a):
+    e = im.consts.get(node.input[1])
+    if e is None or np.asarray(e).size != 1 or np.ndim(e) > len(im.shape_of(node.input[0])):
+        return False  # a tensor exponent, or one that would broadcast the base
+    im.emit(node, "pow", [im.ref(node.input[0])], exponent=float(np.asarray(e).reshape(())))
+
+
+def _imp_reduce_mean(im: _Importer, node, a):
+    x = im.shape_of(node.input[0])
+    if len(node.input) > 1 and node.input[1]:
+        axes = im.const_ints(node, 1)
+        if axes is None:
+            return False  # axes computed at run time
+    else:
+        axes = tuple(a["axes"]) if "axes" in a else ()
+    if not axes:
+        if int(a.get("noop_with_empty_axes", 0)):
+            return False
+        axes = tuple(range(len(x)))
+    axes = tuple(sorted({v % len(x) for v in axes}))
+    keep = bool(int(a.get("keepdims", 1)))
+    if not keep and len(axes) == len(x):
+        return False  # a 0-d result: keep it opaque
+    if len(x) == 4 and axes == (2, 3) and keep:
+        im.emit(node, "global_avgpool", [im.ref(node.input[0])])  # the same computation
+    else:
+        im.emit(node, "reduce_mean", [im.ref(node.input[0])], axes=axes, keepdims=keep)
+
+
+def _imp_gather(im: _Importer, node, a):
+    data, ind = node.input[0], node.input[1]
+    if not im.is_float(data) or len(im.shape_of(data)) < 1:
+        return False
+    out_rank = len(im.shape_of(data)) - 1 + len(im.shape_of(ind))
+    if out_rank == 0:
+        return False  # a 0-d result: keep it opaque
+    if ind in im.consts:
+        v = np.asarray(im.consts[ind])
+        if v.dtype.kind not in "iu" or (v.size and np.abs(v).max() >= 2 ** 24):
+            return False  # not exactly representable as the IR's float values
+        idx = im.ref(ind)
+    elif ind in im.env and np.dtype(helper.tensor_dtype_to_np_dtype(im.types.get(ind, 7))).kind in "iu":
+        idx = im.ref(ind)
+    else:
+        return False
+    im.emit(node, "gather", [im.ref(data), idx], axis=int(a.get("axis", 0)))
+
+
+def _imp_slice(im: _Importer, node, a):
+    """A static, unit-step Slice is a split (per sliced axis) keeping the middle part, so
+    it stays layout-only and visible to the concat/split rules."""
+    x = im.shape_of(node.input[0])
+    starts, ends = im.const_ints(node, 1), im.const_ints(node, 2)
+    if starts is None or ends is None:
+        return False
+    has = lambda k: len(node.input) > k and node.input[k]  # noqa: E731
+    axes = im.const_ints(node, 3) if has(3) else tuple(range(len(starts)))
+    steps = im.const_ints(node, 4) if has(4) else (1,) * len(starts)
+    if axes is None or steps is None or any(st != 1 for st in steps) or not len(starts) == len(ends) == len(axes):
+        return False
+    ref = im.ref(node.input[0])
+    for s, e, ax in zip(starts, ends, axes):
+        ax %= len(x)
+        d = x[ax]
+        lo = min(max(s + d if s < 0 else s, 0), d)
+        hi = min(max(e + d if e < 0 else e, 0), d)
+        if hi <= lo:
+            return False  # an empty result: keep it opaque
+        if (lo, hi) == (0, d):
+            continue
+        sizes = tuple(v for v in (lo, hi - lo, d - hi) if v)
+        nid = im.g.add("split", [ref], axis=ax, sizes=sizes)
+        ref = (nid, 1 if lo else 0)
+    im.env[node.output[0]] = ref
+
+
+def _imp_cast(im: _Importer, node, a):
+    if int(a.get("to", 0)) != FLOAT or not im.is_float(node.input[0]):
+        return False
+    im.env[node.output[0]] = im.ref(node.input[0])  # float32 -> float32 (HF norms write one): no-op
 
 
 def _imp_identity(im: _Importer, node, a):
@@ -666,7 +795,19 @@ _IMPORTERS = {
     "Sigmoid": _unary("sigmoid"),
     "Tanh": _unary("tanh"),
     "Gelu": _imp_gelu,
+    "HardSwish": _unary("hardswish"),
+    "HardSigmoid": _imp_hardsigmoid,
+    "Clip": _imp_clip,
+    "Erf": _unary("erf"),
+    "Sqrt": _unary("sqrt"),
+    "Reciprocal": _unary("reciprocal"),
+    "Neg": _unary("neg"),
+    "Pow": _imp_pow,
+    "ReduceMean": _imp_reduce_mean,
+    "Gather": _imp_gather,
     "Identity": _imp_identity,
+    "Cast": _imp_cast,
+    "Slice": _imp_slice,
     "Dropout": _imp_identity,
     "BatchNormalization": _imp_batchnorm,
     "LayerNormalization": _imp_layernorm,
@@ -697,18 +838,35 @@ def import_onnx(src: str | Path | onnx.ModelProto) -> Graph:
 # ============================================================================ export
 
 
+MIN_OPSET, MAX_OPSET = 13, 21  # default-domain opsets the exporter writes
+
+
+def _np_dtype(elem: int) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+
+
 class _Exporter:
+    """Writes one graph at one opset. Every IR tensor is written once in its native ONNX
+    element type (float for IR ops, the source's type for inputs and opaque outputs);
+    :meth:`tensor` casts on demand. Constant tensors (weights and anything computed from
+    weights only) are evaluated here and written as initializers of the type their
+    consumer needs, so nothing constant is computed at run time."""
+
     def __init__(self, graph: Graph, opset: int, seed: int):
-        if not 13 <= opset <= 21:
-            raise ValueError(f"export opset {opset} is not supported (13..21)")
+        if not MIN_OPSET <= opset <= MAX_OPSET:
+            raise GraphError(f"export opset {opset} is not supported ({MIN_OPSET}..{MAX_OPSET})")
         self.g = graph
         self.opset = opset
         self.seed = seed
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[TensorProto] = []
         self.names: dict[TensorRef, str] = {}
+        self.types: dict[TensorRef, int] = {}
+        self.typed: dict[tuple[TensorRef, int], str] = {}
         self.used: set[str] = set()
         self.domains: dict[str, int] = {}
+        self.const_ids = graph.constant_nodes()
+        self.const_vals: dict[TensorRef, np.ndarray] = {}
 
     def unique(self, base: str) -> str:
         name, k = base, 1
@@ -738,49 +896,107 @@ class _Exporter:
     def act(self, x: str, activation: str, out: str) -> None:
         if activation == "none":
             self.add("Identity", [x], out)
+        elif activation == "relu6":
+            self.add("Clip", [x, self.scalar(0.0, "_zero"), self.scalar(6.0, "_six")], out)
+        elif activation == "hardsigmoid":
+            self.add("HardSigmoid", [x], out, alpha=1.0 / 6.0, beta=0.5)
+        elif activation in ("gelu", "gelu_tanh"):
+            _write_gelu(self, x, out, approximate=activation == "gelu_tanh")
+        elif activation == "hardswish":
+            if self.opset >= 14:
+                self.add("HardSwish", [x], out)
+            else:
+                (h,) = self.add("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+                self.add("Mul", [x, h], out)
         else:
             self.add({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[activation], [x], out)
 
-    def run(self) -> onnx.ModelProto:
-        g = self.g
-        from systems_envs.graph.executor import source_value
+    def native_type(self, ref: TensorRef) -> int:
+        """ONNX element type an IR tensor is written in."""
+        n = self.g.nodes[ref[0]]
+        if n.op == "input":
+            return _np_to_elem(np.dtype(n.attrs["dtype"]))
+        if n.op == "opaque" and ref[0] not in self.const_ids:
+            return int(_opaque_spec(n)["out_types"][ref[1]])
+        return FLOAT
 
+    def tensor(self, ref: TensorRef, elem: int = FLOAT) -> str:
+        """Name of IR tensor ``ref`` as ONNX element type ``elem`` (a Cast, or a typed initializer
+        for a constant, is added on first need)."""
+        key = (ref, elem)
+        if key in self.typed:
+            return self.typed[key]
+        if ref[0] in self.const_ids:
+            val = self.const_vals[ref]
+            dt = _np_dtype(elem)
+            if dt.kind in "iu":
+                val = np.rint(val)
+            node = self.g.nodes[ref[0]]
+            base = node.attrs["name"] if node.op == "weight" else f"_const{ref[0]}_{ref[1]}"
+            name = self.const(val.astype(dt), base if elem == FLOAT else f"{base}_{dt.name}")
+        elif self.types[ref] == elem:
+            name = self.names[ref]
+        else:
+            (name,) = self.add("Cast", [self.names[ref]], to=int(elem))
+        self.typed[key] = name
+        return name
+
+    def run(self, outputs: Sequence[tuple[str, int]]) -> onnx.ModelProto:
+        from systems_envs.graph.executor import constant_values
+
+        g = self.g
+        frontier = set()
+        for nid in g.topo_order():
+            n = g.nodes[nid]
+            if nid in self.const_ids:
+                continue
+            frontier.update(r for r in n.inputs if r[0] in self.const_ids)
+        frontier.update(r for r in g.outputs if r[0] in self.const_ids)
+        self.const_vals = constant_values(g, sorted(frontier), seed=self.seed)
+        for n in g.inputs:
+            self.used.add(n.attrs["name"])
+        for name, _ in outputs:
+            if name in self.used:
+                raise GraphError(f"graph {g.name!r}: output name {name!r} is also an input name")
+            self.used.add(name)
+        preferred: dict[TensorRef, str] = {}
+        for r, (name, elem) in zip(g.outputs, outputs):
+            if r not in preferred and r[0] not in self.const_ids and g.nodes[r[0]].op != "input" \
+                    and self.native_type(r) == elem:
+                preferred[r] = name
         graph_inputs = []
         for nid in g.topo_order():
             n = g.nodes[nid]
+            if n.op == "weight" or nid in self.const_ids:
+                continue
             if n.op == "input":
                 name = n.attrs["name"]
-                self.used.add(name)
-                self.names[(nid, 0)] = name
-                graph_inputs.append(helper.make_tensor_value_info(name, FLOAT, list(n.shape)))
-            elif n.op == "weight":
-                name = n.attrs["name"]
-                self.used.add(name)
-                self.names[(nid, 0)] = name
-                val = g.values.get(name)
-                if val is None:
-                    val = source_value(n, self.seed)
-                self.inits.append(numpy_helper.from_array(np.asarray(val, dtype=np.float32), name))
-        for nid in g.topo_order():
-            n = g.nodes[nid]
-            if n.op in ("input", "weight"):
+                self.names[(nid, 0)], self.types[(nid, 0)] = name, self.native_type((nid, 0))
+                graph_inputs.append(helper.make_tensor_value_info(name, self.types[(nid, 0)], list(n.shape)))
                 continue
-            ins = [self.names[r] for r in n.inputs]
-            outs = [self.unique(f"{n.op}_{nid}" + (f"_{i}" if len(n.shapes) > 1 else "")) for i in range(len(n.shapes))]
-            try:
-                _EXPORTERS[n.op](self, n, ins, outs)
-            except KeyError:
-                raise GraphError(f"node {n.name!r}: no ONNX export rule for op {n.op!r}") from None
+            outs = [preferred.get((nid, i)) or self.unique(f"{n.op}_{nid}" + (f"_{i}" if len(n.shapes) > 1 else ""))
+                    for i in range(len(n.shapes))]
+            fn = _EXPORTERS.get(n.op)
+            if fn is None:
+                raise GraphError(f"node {n.name!r}: no ONNX export rule for op {n.op!r}")
+            ins = None if n.op in _TYPED_INPUTS else [self.tensor(r) for r in n.inputs]
+            fn(self, n, ins, outs)
             for i, o in enumerate(outs):
-                self.names[(nid, i)] = o
+                self.names[(nid, i)], self.types[(nid, i)] = o, self.native_type((nid, i))
         graph_outputs = []
-        for k, r in enumerate(g.outputs):
-            name = self.unique(f"output_{k}")
-            self.add("Identity", [self.names[r]], name)
-            graph_outputs.append(helper.make_tensor_value_info(name, FLOAT, list(g.shape(r))))
+        for r, (name, elem) in zip(g.outputs, outputs):
+            if preferred.get(r) != name:
+                self.add("Identity", [self.tensor(r, elem)], name)
+            graph_outputs.append(helper.make_tensor_value_info(name, elem, list(g.shape(r))))
         gp = helper.make_graph(self.nodes, g.name, graph_inputs, graph_outputs, initializer=self.inits)
-        opsets = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, v) for d, v in self.domains.items()]
-        model = helper.make_model(gp, opset_imports=opsets, producer_name="sysworld")
+        opsets = {"": self.opset}
+        if g.source is not None:
+            opsets.update({d: v for d, v in g.source.opsets if d not in ("", "ai.onnx")})
+        opsets.update(self.domains)
+        model = helper.make_model(gp, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+                                  producer_name="sysworld")
+        if g.source is not None:
+            model.functions.extend(onnx.FunctionProto.FromString(f) for f in g.source.functions)
         model.ir_version = IR_VERSION
         return model
 
@@ -796,8 +1012,16 @@ def _exp_conv(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_matmul(ex: _Exporter, n: Node, ins, outs):
+    """``linear`` on a 2-D input is written as Gemm (as exporters write ``nn.Linear``;
+    onnxruntime fuses Gemm with a following activation), otherwise MatMul [+ Add]."""
     act = n.attrs["activation"]
     has_bias = n.op == "linear" and len(ins) == 3
+    if n.op == "linear" and len(ex.g.shape(n.inputs[0])) == 2:
+        y = outs[0] if act == "none" else ex.unique(f"_gemm{n.id}")
+        ex.add("Gemm", ins, y)
+        if act != "none":
+            ex.act(y, act, outs[0])
+        return
     y = outs[0] if (act == "none" and not has_bias) else ex.unique(f"_mm{n.id}")
     ex.add("MatMul", ins[:2], y)
     if has_bias:
@@ -814,16 +1038,26 @@ def _exp_simple(onnx_op):
     return f
 
 
-def _exp_gelu(ex: _Exporter, n: Node, ins, outs):
+def _write_gelu(ex: _Exporter, x: str, out: str, approximate: bool) -> None:
+    """GELU as ONNX Gelu from opset 20, else the primitive form PyTorch writes (which
+    onnxruntime fuses back into one Gelu / FastGelu kernel)."""
     if ex.opset >= 20:
-        ex.add("Gelu", ins, outs[0])
-        return
-    x = ins[0]
-    (t,) = ex.add("Div", [x, ex.scalar(math.sqrt(2.0), "_sqrt2")])
-    (e,) = ex.add("Erf", [t])
-    (p,) = ex.add("Add", [e, ex.scalar(1.0, "_one")])
-    (m,) = ex.add("Mul", [x, p])
-    ex.add("Mul", [m, ex.scalar(0.5, "_half")], outs[0])
+        ex.add("Gelu", [x], out, approximate="tanh" if approximate else "none")
+    elif not approximate:
+        (t,) = ex.add("Div", [x, ex.scalar(math.sqrt(2.0), "_sqrt2")])
+        (e,) = ex.add("Erf", [t])
+        (p,) = ex.add("Add", [e, ex.scalar(1.0, "_one")])
+        (m,) = ex.add("Mul", [x, p])
+        ex.add("Mul", [m, ex.scalar(0.5, "_half")], out)
+    else:
+        (c,) = ex.add("Pow", [x, ex.scalar(3.0, "_three")])
+        (c,) = ex.add("Mul", [c, ex.scalar(0.044715, "_gelu_c")])
+        (c,) = ex.add("Add", [x, c])
+        (c,) = ex.add("Mul", [c, ex.scalar(math.sqrt(2.0 / math.pi), "_sqrt_2_pi")])
+        (t,) = ex.add("Tanh", [c])
+        (p,) = ex.add("Add", [t, ex.scalar(1.0, "_one")])
+        (m,) = ex.add("Mul", [x, ex.scalar(0.5, "_half")])
+        ex.add("Mul", [m, p], out)
 
 
 def _exp_batchnorm(ex: _Exporter, n: Node, ins, outs):
@@ -861,8 +1095,18 @@ def _exp_pool(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_split(ex: _Exporter, n: Node, ins, outs):
-    sizes = ex.ints(n.attrs["sizes"], f"_split{n.id}_sizes")
-    ex.nodes.append(helper.make_node("Split", [ins[0], sizes], outs, axis=int(n.attrs["axis"])))
+    """Split; when some parts are unused (an imported Slice), a Slice per used part, so the
+    runtime copies only what is read."""
+    g, axis, sizes = ex.g, int(n.attrs["axis"]), n.attrs["sizes"]
+    used = [i for i in range(len(sizes)) if g.tensor_uses((n.id, i)) or (n.id, i) in g.outputs]
+    if len(used) == len(sizes):
+        ex.nodes.append(helper.make_node("Split", [ins[0], ex.ints(sizes, f"_split{n.id}_sizes")], outs, axis=axis))
+        return
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    for i in used:
+        ex.add("Slice", [ins[0], ex.ints([offsets[i]], f"_starts{n.id}_{i}"),
+                         ex.ints([offsets[i] + sizes[i]], f"_ends{n.id}_{i}"), ex.ints([axis], f"_axes{n.id}_{i}")],
+               outs[i])
 
 
 def _exp_reshape(ex: _Exporter, n: Node, ins, outs):
@@ -899,31 +1143,20 @@ def _exp_merge_gconv(ex: _Exporter, n: Node, ins, outs):
 
 
 def _exp_opaque(ex: _Exporter, n: Node, ins, outs):
+    """Re-emit the stored node; its inputs in the element types it was imported with and its
+    outputs in their own types (consumers cast on demand)."""
     spec = _opaque_spec(n)
     proto = onnx.NodeProto.FromString(n.attrs["onnx_node"])
     node_in = []
     for slot in spec["inputs"]:
         if slot[0] == "graph":
-            src = ins[slot[1]]
-            if slot[2] != FLOAT:
-                (src,) = ex.add("Cast", [src], to=int(slot[2]))
-            node_in.append(src)
+            node_in.append(ex.tensor(n.inputs[slot[1]], int(slot[2])))
         elif slot[0] == "const":
             node_in.append(ex.const(np.frombuffer(slot[3], dtype=np.dtype(slot[1])).reshape(slot[2]),
                                     f"_const{n.id}"))
         else:
             node_in.append("")
-    node_out = []
-    casts = []
-    for i, (o, t) in enumerate(zip(proto.output, spec["out_types"])):
-        if not o:
-            node_out.append("")
-        elif t == FLOAT:
-            node_out.append(outs[i])
-        else:
-            tmp = ex.unique(f"_opq{n.id}_{i}")
-            node_out.append(tmp)
-            casts.append((tmp, outs[i]))
+    node_out = [outs[i] if o else "" for i, o in enumerate(proto.output)]
     p = onnx.NodeProto()
     p.CopyFrom(proto)
     del p.input[:]
@@ -934,8 +1167,44 @@ def _exp_opaque(ex: _Exporter, n: Node, ins, outs):
     ex.nodes.append(p)
     if spec["domain"] not in ("", "ai.onnx"):
         ex.domains[spec["domain"]] = spec["opset"]
-    for tmp, out in casts:
-        ex.add("Cast", [tmp], out, to=FLOAT)
+
+
+def _exp_reduce_mean(ex: _Exporter, n: Node, ins, outs):
+    axes, keep = list(n.attrs["axes"]), int(bool(n.attrs["keepdims"]))
+    if ex.opset >= 18:
+        ex.add("ReduceMean", [ins[0], ex.ints(axes, f"_axes{n.id}")], outs[0], keepdims=keep)
+    else:
+        ex.add("ReduceMean", [ins[0]], outs[0], axes=axes, keepdims=keep)
+
+
+def _exp_gather(ex: _Exporter, n: Node, ins, outs):
+    ex.add("Gather", [ex.tensor(n.inputs[0]), ex.tensor(n.inputs[1], TensorProto.INT64)], outs[0],
+           axis=int(n.attrs["axis"]))
+
+
+def _exp_act(activation: str):
+    def f(ex: _Exporter, n: Node, ins, outs):
+        ex.act(ins[0], activation, outs[0])
+    return f
+
+
+def _exp_pow(ex: _Exporter, n: Node, ins, outs):
+    ex.add("Pow", [ins[0], ex.scalar(n.attrs["exponent"], f"_exponent{n.id}")], outs[0])
+
+
+def _exp_rmsnorm(ex: _Exporter, n: Node, ins, outs):
+    """The primitive form PyTorch writes (onnxruntime fuses it into SimplifiedLayerNormalization)."""
+    x, gamma = ins
+    (sq,) = ex.add("Pow", [x, ex.scalar(2.0, "_two")])
+    axes = [len(n.shape) - 1]
+    if ex.opset >= 18:
+        (ms,) = ex.add("ReduceMean", [sq, ex.ints(axes, f"_axes{n.id}")], keepdims=1)
+    else:
+        (ms,) = ex.add("ReduceMean", [sq], axes=axes, keepdims=1)
+    (ve,) = ex.add("Add", [ms, ex.scalar(float(n.attrs["epsilon"]), f"_eps{n.id}")])
+    (sd,) = ex.add("Sqrt", [ve])
+    (nrm,) = ex.add("Div", [x, sd])
+    ex.add("Mul", [nrm, gamma], outs[0])
 
 
 _EXPORTERS = {
@@ -949,7 +1218,19 @@ _EXPORTERS = {
     "relu": _exp_simple("Relu"),
     "sigmoid": _exp_simple("Sigmoid"),
     "tanh": _exp_simple("Tanh"),
-    "gelu": _exp_gelu,
+    "gelu": _exp_act("gelu"),
+    "gelu_tanh": _exp_act("gelu_tanh"),
+    "relu6": _exp_act("relu6"),
+    "hardsigmoid": _exp_act("hardsigmoid"),
+    "hardswish": _exp_act("hardswish"),
+    "erf": _exp_simple("Erf"),
+    "sqrt": _exp_simple("Sqrt"),
+    "reciprocal": _exp_simple("Reciprocal"),
+    "neg": _exp_simple("Neg"),
+    "pow": _exp_pow,
+    "rmsnorm": _exp_rmsnorm,
+    "reduce_mean": _exp_reduce_mean,
+    "gather": _exp_gather,
     "identity": _exp_simple("Identity"),
     "batchnorm": _exp_batchnorm,
     "layernorm": _exp_layernorm,
@@ -967,14 +1248,57 @@ _EXPORTERS = {
 }
 
 
-def export_onnx(graph: Graph, path: str | Path | None = None, opset: int = 17, seed: int = 0) -> onnx.ModelProto:
-    """Write ``graph`` as an ONNX model (float32) and save it to ``path`` if given.
+_TYPED_INPUTS = {"opaque", "gather"}  # exporters that ask for their inputs' element types themselves
 
-    Weights without a value in ``graph.values`` get the executor's deterministic fill for
-    ``seed`` (default 0, as :func:`~systems_envs.graph.executor.execute`), so onnxruntime
-    on the result matches the reference executor. Graph outputs are named ``output_k``.
+
+def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None = None,
+                seed: int = 0) -> onnx.ModelProto:
+    """Write ``graph`` as an ONNX model and save it to ``path`` if given.
+
+    Interface: inputs keep their names, shapes and element types (``input`` dtype); a
+    graph imported from ONNX keeps its output names and element types (``graph.source``),
+    other graphs name outputs ``output_k`` (float32).
+
+    Opset: ``None`` (default) writes the source model's opset (17 for graphs not imported
+    from ONNX). Opaque nodes carry their source opset's semantics, so another ``opset``
+    is reached by writing at the source opset and converting with
+    ``onnx.version_converter``; a GraphError says so when that conversion fails. Other
+    domains keep the source's versions; model-local functions are written back.
+
+    Constants (weights, and every node computed from weights only: folded batchnorm,
+    concatenated or split weights) are evaluated once and written as initializers;
+    weights without a value get the executor's deterministic fill for ``seed`` (default 0,
+    as :func:`~systems_envs.graph.executor.execute`), so onnxruntime on the result matches
+    the reference executor. The result passes ``onnx.checker.check_model(full_check=True)``
+    (else GraphError).
     """
-    model = _Exporter(graph, opset, seed).run()
+    src_opset = graph.source.opset("") if graph.source is not None else None
+    opaque_opsets = {int(_opaque_spec(n)["opset"]) for n in graph.nodes.values()
+                     if n.op == "opaque" and _opaque_spec(n)["domain"] in ("", "ai.onnx")}
+    if len(opaque_opsets) > 1:
+        raise GraphError(f"graph {graph.name!r}: opaque nodes come from several opsets {sorted(opaque_opsets)}")
+    target = opset if opset is not None else (src_opset or next(iter(opaque_opsets), 17))
+    if not MIN_OPSET <= target <= MAX_OPSET:
+        raise GraphError(f"export opset {target} is not supported ({MIN_OPSET}..{MAX_OPSET})")
+    build = next(iter(opaque_opsets), target)
+    if graph.source is not None and len(graph.source.outputs) == len(graph.outputs):
+        outputs = list(graph.source.outputs)
+    else:
+        outputs = [(f"output_{k}", FLOAT) for k in range(len(graph.outputs))]
+    model = _Exporter(graph, build, seed).run(outputs)
+    if build != target:
+        try:
+            model = onnx.version_converter.convert_version(model, target)
+        except Exception as e:
+            raise GraphError(f"graph {graph.name!r}: its opaque nodes have opset-{build} semantics and "
+                             f"onnx.version_converter cannot convert them to opset {target}: "
+                             f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
+        model.ir_version = IR_VERSION
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise GraphError(f"graph {graph.name!r}: the exported model fails onnx.checker: "
+                         f"{str(e).strip().splitlines()[0]}") from None
     if path is not None:
         onnx.save(model, str(path))
     return model

@@ -14,7 +14,14 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 Shape = tuple[int, ...]
-ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
+# Activations a conv2d / matmul / linear / pool can carry (fused), as ONNX and PyTorch
+# define them: relu6 = min(max(x, 0), 6) (ONNX Clip(0, 6)); hardsigmoid = max(0, min(1, x/6 + 1/2))
+# (ONNX HardSigmoid with alpha 1/6, beta 1/2, PyTorch's); hardswish = x * hardsigmoid(x);
+# gelu = x * Phi(x) (exact, Erf form); gelu_tanh = its tanh approximation (GPT-2's gelu_new).
+ACTIVATIONS = ("none", "relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "gelu", "gelu_tanh")
+# Element-wise, one input, no attributes: gelu is exact (Erf form), gelu_tanh the tanh approximation.
+UNARY_OPS = ("relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "relu6", "hardsigmoid", "hardswish", "erf", "sqrt",
+             "reciprocal", "neg")
 
 
 class ShapeError(ValueError):
@@ -174,6 +181,35 @@ def _infer_layernorm(shapes, attrs):
     return [x]
 
 
+def _infer_rmsnorm(shapes, attrs):
+    x = shapes[0]
+    _check(len(x) >= 1, "rmsnorm input must be at least 1-D")
+    _check(shapes[1] == (x[-1],), f"rmsnorm scale must have shape ({x[-1]},), got {shapes[1]}")
+    return [x]
+
+
+def _infer_reduce_mean(shapes, attrs):
+    x = shapes[0]
+    axes = tuple(attrs["axes"])
+    _check(len(axes) >= 1 and len(set(axes)) == len(axes) and all(0 <= a < len(x) for a in axes),
+           f"reduce_mean axes {axes} must be distinct and in [0, {len(x)}) (normalized, non-negative)")
+    if attrs["keepdims"]:
+        return [tuple(1 if i in axes else d for i, d in enumerate(x))]
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+def _infer_gather(shapes, attrs):
+    data, idx = shapes
+    _check(len(data) >= 1, "gather data must be at least 1-D")
+    axis = _norm_axis(attrs["axis"], len(data))
+    return [tuple(data[:axis]) + tuple(idx) + tuple(data[axis + 1:])]
+
+
+def _infer_pow(shapes, attrs):
+    _check(math.isfinite(attrs["exponent"]), f"pow exponent must be finite, got {attrs['exponent']}")
+    return [shapes[0]]
+
+
 def _infer_concat(shapes, attrs):
     rank = len(shapes[0])
     axis = _norm_axis(attrs["axis"], rank)
@@ -256,7 +292,10 @@ _POOL = {"strides": (1, 1), "pads": (0, 0, 0, 0), "activation": "none", "count_i
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
-        OpSpec("input", (0, 0), _infer_source, {"init": "normal"}, ("name", "shape"), layout_only=True),
+        # dtype: the element type the source model declares (numpy name); the IR computes in
+        # float, so integer inputs (token ids, masks) carry integral float values.
+        OpSpec("input", (0, 0), _infer_source, {"init": "normal", "dtype": "float32"}, ("name", "shape"),
+               layout_only=True),
         OpSpec("weight", (0, 0), _infer_source, {"init": "normal"}, ("name", "shape"), layout_only=True),
         OpSpec("conv2d", (2, 3), _infer_conv2d, _CONV),
         OpSpec("matmul", (2, 2), _infer_matmul, _ACT),
@@ -265,10 +304,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec("sub", (2, 2), _infer_broadcast, elementwise=True),
         OpSpec("mul", (2, 2), _infer_broadcast, elementwise=True),
         OpSpec("div", (2, 2), _infer_broadcast, elementwise=True),
-        OpSpec("relu", (1, 1), _infer_unary, elementwise=True),
-        OpSpec("sigmoid", (1, 1), _infer_unary, elementwise=True),
-        OpSpec("tanh", (1, 1), _infer_unary, elementwise=True),
-        OpSpec("gelu", (1, 1), _infer_unary, elementwise=True),
+        *[OpSpec(u, (1, 1), _infer_unary, elementwise=True) for u in ("relu", "sigmoid", "tanh", "gelu")],
         OpSpec("identity", (1, 1), _infer_unary, layout_only=True),
         OpSpec("batchnorm", (5, 5), _infer_batchnorm, {"epsilon": 1e-5}),
         OpSpec("layernorm", (3, 3), _infer_layernorm, {"epsilon": 1e-5}),
@@ -284,6 +320,15 @@ OPS: dict[str, OpSpec] = {
         OpSpec("merge_gconv", (1, 1), _infer_merge_gconv, {"groups": 0}, ("count",)),
         OpSpec("opaque", (0, None), _infer_opaque, {"attributes": (), "onnx_node": b""},
                ("op_type", "output_shapes")),
+        # Added later, after the original catalogue, so the index of every older op (the
+        # one-hot op type of observations) is unchanged.
+        *[OpSpec(u, (1, 1), _infer_unary, elementwise=True) for u in UNARY_OPS[4:]],
+        OpSpec("pow", (1, 1), _infer_pow, {}, ("exponent",), elementwise=True),
+        OpSpec("rmsnorm", (2, 2), _infer_rmsnorm, {"epsilon": 1e-6}),
+        OpSpec("reduce_mean", (1, 1), _infer_reduce_mean, {"keepdims": True}, ("axes",)),
+        # gather(data, indices): ONNX Gather; indices carry integral values (negative ones
+        # count from the end); a 0-d index removes the axis (class-token select).
+        OpSpec("gather", (2, 2), _infer_gather, {"axis": 0}),
     ]
 }
 

@@ -13,7 +13,10 @@ changed and removed nodes and the former inputs of changed/removed ones). The ex
 covers patterns that test how many consumers a node at their border has.
 
 Optionally (``cost_model``) it also keeps per-node costs up to date, recomputing only
-changed nodes and those whose constant-folded status flips, so ``cost`` is cheap.
+changed nodes and those whose constant-folded status flips (and, for a cost model whose
+node costs depend on their neighbours, every node within its ``context_radius`` of
+those), so ``cost`` is cheap. A ``whole_graph`` cost model (measured end to end) has no
+per-node costs: ``cost`` and each preview's cost are one ``graph_cost`` call.
 
 A rule may declare ``anchor_ops`` (a set of op names): it is then only tried at nodes of
 those ops. Rules without it are tried at every node. A rule may also declare
@@ -126,7 +129,8 @@ class CandidateIndex:
                     self._match(rid, nid)
         if cost_model is not None:
             self._const = graph.constant_nodes()
-            self._costs = {nid: cost_model.node_cost(graph, n, nid in self._const) for nid, n in graph.nodes.items()}
+            self._costs = {} if cost_model.whole_graph else {
+                nid: cost_model.node_cost(graph, n, nid in self._const, self._const) for nid, n in graph.nodes.items()}
             self._cost_total: float | None = None
 
     # ------------------------------------------------------------------ queries
@@ -158,12 +162,14 @@ class CandidateIndex:
         if self.cost_model is None:
             raise ValueError("CandidateIndex was built without a cost_model")
         if self._cost_total is None:
-            self._cost_total = float(sum(self._costs.values()))
+            self._cost_total = float(self.cost_model.graph_cost(self.graph) if self.cost_model.whole_graph
+                                     else sum(self._costs.values()))
         return self._cost_total
 
     def node_cost(self, nid: int) -> float:
-        """Cost in ms of one node (requires ``cost_model``); 0 for sources and constants."""
-        return self._costs[nid]
+        """Cost in ms of one node (requires ``cost_model``); 0 for sources and constants, and
+        for every node under a ``whole_graph`` cost model (it has no per-node costs)."""
+        return self._costs.get(nid, 0.0) if self.cost_model.whole_graph else self._costs[nid]
 
     def is_constant(self, nid: int) -> bool:
         """Whether a node is constant-folded (requires ``cost_model``)."""
@@ -220,7 +226,7 @@ class CandidateIndex:
         idx.last_change = change
         idx._update_candidates(before, set(change.added), set(change.changed), set(change.removed))
         if idx.cost_model is not None:
-            update_costs(idx.cost_model, idx.graph, idx._const, idx._costs, change)
+            update_costs(idx.cost_model, idx.graph, idx._const, idx._costs, change, before)
             idx._cost_total = None
         idx._sorted = None
         return idx
@@ -232,12 +238,12 @@ class CandidateIndex:
         """
         rid, match = self._candidate(i)
         g = self.graph.copy()
-        _, change = rewrite(g, self.rules[rid], match)
+        before, change = rewrite(g, self.rules[rid], match)
         cost, const = float("nan"), None
         if self.cost_model is not None:
             const, costs = set(self._const), dict(self._costs)
-            update_costs(self.cost_model, g, const, costs, change)
-            cost = float(sum(costs.values()))
+            update_costs(self.cost_model, g, const, costs, change, before)
+            cost = float(self.cost_model.graph_cost(g) if self.cost_model.whole_graph else sum(costs.values()))
         return Preview(g, cost, change, const)
 
     def _rules_for(self, op: str) -> list[tuple[int, int, tuple | None]]:
@@ -368,11 +374,17 @@ def rewrite(graph: Graph, rule: Rule, match: Match) -> tuple[dict, Change]:
     return before, Change(added, changed, removed)
 
 
-def update_costs(cost_model: CostModel, g: Graph, const: set[int], costs: dict[int, float], change: Change) -> None:
+def update_costs(cost_model: CostModel, g: Graph, const: set[int], costs: dict[int, float], change: Change,
+                 before: dict | None = None) -> None:
     """Update constant-folded flags and per-node costs (ms) in place after ``change``.
 
-    Only added/changed nodes are recomputed, plus consumers whose constant status flips.
+    Only added/changed nodes are recomputed, plus consumers whose constant status flips,
+    plus, if the cost model has a ``context_radius`` r > 0, every node within r
+    undirected edges of those and of the former inputs of changed and removed nodes
+    (``before``: the node table before the change). A ``whole_graph`` cost model keeps
+    no per-node costs: only the constant flags are updated.
     """
+    per_node = not cost_model.whole_graph
     for n in change.removed:
         costs.pop(n, None)
         const.discard(n)
@@ -393,6 +405,7 @@ def update_costs(cost_model: CostModel, g: Graph, const: set[int], costs: dict[i
             stack.extend((s, False) for s, _ in g.nodes[n].inputs if s in pending and s not in seen)
     work = deque(order)
     queued = set(order)
+    recomputed = set(pending)
     while work:
         n = work.popleft()
         queued.discard(n)
@@ -408,10 +421,33 @@ def update_costs(cost_model: CostModel, g: Graph, const: set[int], costs: dict[i
             const.add(n)
         else:
             const.discard(n)
-        if flipped or n in pending:
-            costs[n] = cost_model.node_cost(g, node, is_const)
+        if flipped:
+            recomputed.add(n)
+        if per_node and (flipped or n in pending):
+            costs[n] = cost_model.node_cost(g, node, is_const, const)
         if flipped:
             for c, _ in g._uses[n]:
                 if c not in queued:
                     queued.add(c)
                     work.append(c)
+    if per_node and cost_model.context_radius > 0:
+        seeds = recomputed | {s for n in change.changed | change.removed if before is not None and n in before
+                              for s, _ in before[n].inputs if s in g.nodes}
+        for n in _within(g, seeds, cost_model.context_radius):
+            costs[n] = cost_model.node_cost(g, g.nodes[n], n in const, const)
+
+
+def _within(g: Graph, seeds: set[int], radius: int) -> set[int]:
+    """Nodes of ``g`` within ``radius`` undirected edges of ``seeds`` (seeds included)."""
+    dist = {n: 0 for n in seeds}
+    frontier = deque(seeds)
+    while frontier:
+        n = frontier.popleft()
+        d = dist[n]
+        if d >= radius:
+            continue
+        for nb in [s for s, _ in g.nodes[n].inputs] + [c for c, _ in g._uses[n]]:
+            if nb not in dist:
+                dist[nb] = d + 1
+                frontier.append(nb)
+    return set(dist)

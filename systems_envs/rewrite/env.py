@@ -10,8 +10,9 @@ a padded graph plus the candidate list and an action mask (see
   action raises ValueError. ``action_space.sample()`` without a mask samples a legal
   action of the current state.
 * Reward: ``(previous cost - new cost) / initial cost``, so an episode's rewards sum to
-  its total relative cost reduction. Costs in ms from the cost model (analytic roofline,
-  device ``v100`` by default).
+  its total relative cost reduction. Costs in ms from the cost model named by ``device``
+  (:func:`~systems_envs.graph.cost.make_cost_model`: analytic roofline ``v100`` by
+  default; ``ort-cpu`` for onnxruntime on this CPU; ``e2e`` for whole-graph timings).
 * ``terminated``: stop chosen or no candidate left. ``truncated``: ``max_steps`` reached,
   or the graph outgrew the observation capacity (``info["clipped"]``).
 * ``info``: ``cost_ms``, ``initial_cost_ms``, ``n_candidates`` (all, before the capacity
@@ -28,7 +29,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 
-from systems_envs.graph.cost import CostModel
+from systems_envs.graph.cost import CostModel, make_cost_model
 from systems_envs.graph.ir import Graph, GraphError
 from systems_envs.rewrite.candidates import CandidateIndex, prune_dead
 from systems_envs.rewrite.observation import ObservationBuilder, observation_space
@@ -68,7 +69,8 @@ class GraphRewriteEnv(gym.Env):
         (inputs and weights included) exceed ``max_nodes - 1`` or whose edges exceed
         ``max_edges`` raises GraphError naming it.
       max_steps: episode length limit (truncation).
-      device: device preset of the analytic cost model (ignored if ``cost_model`` given).
+      device: cost model name (:data:`~systems_envs.graph.cost.COST_MODEL_NAMES`; ignored if
+        ``cost_model`` given).
       cost_model: a CostModel to use instead.
     """
 
@@ -87,7 +89,7 @@ class GraphRewriteEnv(gym.Env):
 
             rules = default_rules()
         self.rules = list(rules)
-        self.cost_model = cost_model or CostModel(device)
+        self.cost_model = cost_model or make_cost_model(device)
         self.max_nodes, self.max_edges, self.max_candidates, self.max_steps = max_nodes, max_edges, max_candidates, max_steps
         self.graphs: list[Graph] = []
         for spec in specs:

@@ -64,3 +64,41 @@ def test_bad_input_is_one_line(tmp_path, make_arg, needle):
     assert "Traceback" not in r.stderr
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], r.stderr
+
+
+def test_reports_opaque_op_types_and_exports_at_source_opset(tmp_path):
+    """An opset-18 file with ops the IR does not model (Abs, TopK): the readable output and the
+    JSON name them with their node counts; --export keeps the opset, names and dtypes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Abs", ["a"], ["b"]),
+             helper.make_node("TopK", ["b", "k"], ["vals", "idx"], axis=1),
+             helper.make_node("ReduceMean", ["vals", "axes"], ["m"], keepdims=0),
+             helper.make_node("Relu", ["m"], ["score"])]
+    graph = helper.make_graph(nodes, "opq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("idx", TensorProto.INT64, [2, 3])],
+                              [numpy_helper.from_array(np.array([3], np.int64), "k"),
+                               numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    src = tmp_path / "opq.onnx"
+    onnx.save(model, src)
+    out = tmp_path / "out.onnx"
+    r = run(str(src), "--export", str(out))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["opaque"] == {"Abs": 2, "TopK": 1}
+    assert result["opaque_nodes"] == 3
+    assert "Abs x2" in r.stdout and "TopK x1" in r.stdout
+    written = onnx.load(out)
+    onnx.checker.check_model(written, full_check=True)
+    assert [o.version for o in written.opset_import if o.domain == ""] == [18]
+    assert [(o.name, o.type.tensor_type.elem_type) for o in written.graph.output] == \
+        [("score", TensorProto.FLOAT), ("idx", TensorProto.INT64)]
+    x = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    got = ort.InferenceSession(written.SerializeToString()).run(None, {"x": x})
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-6)

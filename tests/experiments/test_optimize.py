@@ -13,8 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(*args, timeout=240):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _run(*args, timeout=240, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "experiments.optimize", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -115,3 +115,27 @@ def test_optimize_out_pytorch_exported_model(tmp_path, capsys):
     summary = main([str(src), "--search", "greedy", "--out", str(out)])
     assert summary["cost_after_ms"] < summary["cost_before_ms"] and summary["rewrites"] > 0
     _assert_same_outputs(src, out)
+
+
+@pytest.mark.parametrize("cost", ["v100", "ort-cpu"])
+def test_optimize_verify_times_both_models_and_keeps_the_original_unless_faster(tmp_path, cost):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    out = tmp_path / "opt.onnx"
+    r = _run("squeezenet", "--cost", cost, "--out", str(out), "--verify", "--rounds", "5",
+             env_extra={"SYSWORLD_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["cost"] == cost
+    assert s["measured_ms_before"] > 0 and s["measured_ms_after"] > 0 and s["measured_speedup"] > 0
+    assert s["verdict"] in ("faster", "same", "slower") and "speed-up x" in r.stdout
+    written = onnx.load(str(out))
+    ops = len([n for n in written.graph.node if n.op_type not in ("Identity",)])
+    if s["verdict"] == "faster":
+        assert s["written"] == "optimized"
+    else:
+        assert s["written"] == "original" and "not faster beyond noise" in r.stdout
+        assert ops == s["ops_before"]  # the unchanged export: one ONNX node per IR op here
+    if cost == "ort-cpu":  # fusions onnxruntime applies by itself earn nothing under the runtime model
+        assert not any("fuse_conv_relu" in line for line in r.stdout.splitlines() if " x " in line)

@@ -59,7 +59,7 @@ def all_ops_graph() -> Graph:
     mp = g.add("maxpool", [bn], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
     ap1 = g.add("avgpool", [c], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), count_include_pad=True)
     ap2 = g.add("avgpool", [c], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), count_include_pad=False,
-                activation="relu")
+                activation="hardswish")
     cat = g.add("concat", [mp, ap1, ap2, c2], axis=1)  # (2, 32, 4, 4)
     sp = g.add("split", [cat], axis=1, sizes=(12, 20))
     s0, s1 = (sp, 0), (sp, 1)
@@ -75,10 +75,19 @@ def all_ops_graph() -> Graph:
     e3 = g.add("mul", [e2, g.add("sigmoid", [e2])])
     e4 = g.add("div", [e3, g.weight("dv", (1, 20), init="positive")])
     e5 = g.add("relu", [g.add("tanh", [e4])])
-    mm = g.add("matmul", [e5, g.weight("wm", (20, 5))], activation="sigmoid")  # (2, 16, 5)
+    e6 = g.add("hardswish", [g.add("relu6", [e5])])
+    e7 = g.add("gelu_tanh", [g.add("erf", [g.add("hardsigmoid", [g.add("neg", [e6])])])])
+    sq = g.add("add", [g.add("pow", [e7], exponent=2.0), g.weight("one", (1,), init="ones")])
+    pos = g.add("reciprocal", [g.add("sqrt", [sq])])
+    rms = g.add("rmsnorm", [pos, g.weight("rs", (20,))], epsilon=1e-6)
+    rm = g.add("reduce_mean", [rms], axes=(1,), keepdims=True)  # (2, 1, 20)
+    tok = g.add("gather", [rms, g.weight("tok", (), value=np.array(3.0))], axis=1)  # scalar index: (2, 20)
+    rows = g.add("gather", [g.weight("table", (10, 20)), g.weight("ids", (2, 1), value=np.array([[7.0], [1.0]]))])
+    e8 = g.add("add", [g.add("add", [rms, rm]), g.add("add", [g.add("reshape", [tok], shape=(2, 1, 20)), rows])])
+    mm = g.add("matmul", [e8, g.weight("wm", (20, 5))], activation="sigmoid")  # (2, 16, 5)
     att = g.add("matmul", [g.add("identity", [mm]), g.add("transpose", [mm], perm=(0, 2, 1))])  # (2,16,16)
     sm = g.add("softmax", [att], axis=-1)
-    lin2 = g.add("linear", [sm, g.weight("wl2", (16, 3))])
+    lin2 = g.add("linear", [sm, g.weight("wl2", (16, 3))], activation="relu6")
     g.set_outputs([lin2, (sp, 0)])
     return g
 
@@ -88,11 +97,12 @@ def test_all_ops_graph_covers_catalogue():
     assert used == set(OPS) - set(SOURCE_OPS)
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
 def test_ir_export_matches_reference_executor(opset):
     g = all_ops_graph()
     model = export_onnx(g, opset=opset)
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.version for o in model.opset_import if o.domain == ""] == [opset]
     feeds = input_feeds(g)
     got = run_ort(model, feeds)
     want = execute(g, feeds)

@@ -1,7 +1,12 @@
 """Family ``fusion``: fold a following operator into a conv2d / matmul / linear.
 
-* ``fuse_{conv,matmul,linear}_{relu,sigmoid,tanh}``: ``act(op(...)) -> op(..., activation=act)``
-  when ``op`` has no activation and its output has no other use.
+* ``fuse_{conv,matmul,linear}_{relu,sigmoid,tanh,relu6,hardsigmoid,hardswish,gelu,gelu_tanh}``:
+  ``act(op(...)) -> op(..., activation=act)`` when ``op`` has no activation and its output
+  has no other use; also through a single-use reshape: ``act(reshape(op)) -> reshape(op + act)``. (Exported back as the op followed by the activation: onnxruntime fuses
+  Conv with relu/sigmoid/tanh/relu6/hardsigmoid and MatMul+bias with GELU itself, so on
+  that runtime these are no gain; on a GPU they are kernel epilogues.)
+* ``fold_matmul_bias``: ``matmul(x, w) + b`` (2-D ``w``, constant ``b`` of ``N`` values along the
+  last axis) -> ``linear(x, w, b)``.
 * ``fold_conv_scale``: ``conv(x, w[, b]) * s`` with a constant per-channel ``s`` of shape
   ``[1, O, 1, 1]`` or ``[O, 1, 1]`` -> ``conv(x, w * s[O,1,1,1][, b * s[O]])``.
 * ``fuse_conv_batchnorm``: ``batchnorm(conv(x, w[, b]), gamma, beta, mean, var)`` with constant
@@ -23,7 +28,7 @@ _OP_NAMES = {"conv2d": "conv", "matmul": "matmul", "linear": "linear"}
 
 class FuseActivation(BaseRule):
     family = "fusion"
-    radius = 1
+    radius = 2
 
     def __init__(self, op: str, act: str):
         self.op, self.act = op, act
@@ -34,16 +39,58 @@ class FuseActivation(BaseRule):
         n = g.nodes[nid]
         if n.op != self.act:
             return []
-        p = producer(g, n.inputs[0], self.op)
+        rs = producer(g, n.inputs[0], "reshape")  # an element-wise act commutes with a reshape
+        if rs is not None and not single_use(g, rs.id):
+            return []
+        p = producer(g, (rs.inputs[0] if rs is not None else n.inputs[0]), self.op)
         if p is None or p.attrs["activation"] != "none" or not single_use(g, p.id):
             return []
-        return [self.m((nid, p.id))]
+        return [self.m((nid, p.id) if rs is None else (nid, p.id, rs.id))]
 
     def apply(self, g: Graph, match: Match) -> set[int]:
-        nid, pid = match.nodes
+        nid, pid = match.nodes[:2]
         p = g.nodes[pid]
         r = g.add(self.op, p.inputs, **{**p.attrs, "activation": self.act})
-        return {r} | replace(g, (nid, 0), (r, 0))
+        added = {r}
+        if len(match.nodes) == 3:
+            r = g.add("reshape", [r], shape=g.nodes[match.nodes[2]].attrs["shape"])
+            added.add(r)
+        return added | replace(g, (nid, 0), (r, 0))
+
+
+class FoldMatmulBias(BaseRule):
+    """``matmul(x, w) + b`` with a 2-D ``w`` and a constant ``b`` broadcast along the last axis only
+    -> ``linear(x, w, b)`` (how exporters write ``nn.Linear`` on inputs of rank > 2)."""
+
+    name = "fold_matmul_bias"
+    family = "fusion"
+    anchor_ops = frozenset({"add"})
+    radius = 1
+
+    def match_at(self, g: Graph, nid: int) -> list[Match]:
+        n = g.nodes[nid]
+        if n.op != "add":
+            return []
+        out = []
+        for slot in (0, 1):
+            m = producer(g, n.inputs[slot], "matmul")
+            b = n.inputs[1 - slot]
+            if m is None or m.attrs["activation"] != "none" or not single_use(g, m.id) or b == n.inputs[slot]:
+                continue
+            w = g.shape(m.inputs[1])
+            bs = g.shape(b)
+            if len(w) == 2 and len(bs) <= len(m.shape) and math.prod(bs) == w[1] and bs[-1:] == (w[1],) \
+                    and n.shape == m.shape and g.is_constant(b[0]):
+                out.append(self.m((nid, m.id), slot))
+        return out
+
+    def apply(self, g: Graph, match: Match) -> set[int]:
+        nid, mid = match.nodes
+        m = g.nodes[mid]
+        b = g.nodes[nid].inputs[1 - match.data]
+        bv = g.add("reshape", [b], shape=(g.shape(m.inputs[1])[1],))
+        r = g.add("linear", [m.inputs[0], m.inputs[1], bv])
+        return {bv, r} | replace(g, (nid, 0), (r, 0))
 
 
 def _conv_under(g: Graph, ref) -> object:
@@ -129,5 +176,6 @@ class FuseConvBatchnorm(BaseRule):
         return {zero, wr, ws, w2, br, bs, b2, r} | replace(g, (nid, 0), (r, 0))
 
 
-RULES = ([FuseActivation(op, act) for op in ("conv2d", "matmul", "linear") for act in ("relu", "sigmoid", "tanh")]
-         + [FoldConvScale(), FuseConvBatchnorm()])
+RULES = ([FuseActivation(op, act) for op in ("conv2d", "matmul", "linear")
+          for act in ("relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "gelu", "gelu_tanh")]
+         + [FoldMatmulBias(), FoldConvScale(), FuseConvBatchnorm()])

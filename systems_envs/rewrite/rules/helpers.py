@@ -9,10 +9,10 @@ import weakref
 from typing import Callable, Hashable, Iterable, Sequence
 
 from systems_envs.graph.ir import Graph, Node, TensorRef
-from systems_envs.graph.ops import Shape, ShapeError, infer_shapes, normalize_attrs
+from systems_envs.graph.ops import UNARY_OPS, Shape, ShapeError, infer_shapes, normalize_attrs
 from systems_envs.rewrite.rule import Match, Rule
 
-UNARY = ("relu", "sigmoid", "tanh", "gelu")  # element-wise, one input, no attributes
+UNARY = UNARY_OPS  # element-wise, one input, no attributes (they commute with transpose, concat, split)
 BINARY = ("add", "sub", "mul", "div")  # element-wise with broadcasting, no attributes
 CONV_GEOMETRY = ("strides", "pads", "dilations", "groups")
 

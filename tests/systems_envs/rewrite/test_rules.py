@@ -312,7 +312,7 @@ def conv_sum_two_biases():
 # ----------------------------------------------------------------------------- fusion
 
 
-def _fuse(op, act, extra_use=False):
+def _fuse(op, act, extra_use=False, reshape=False):
     def build():
         g = Graph(f"fuse_{op}_{act}")
         if op == "conv2d":
@@ -321,15 +321,34 @@ def _fuse(op, act, extra_use=False):
             p = g.add("matmul", [g.input("x", (2, 3, 4)), g.weight("w", (4, 5))])
         else:
             p = g.add("linear", [g.input("x", (3, 4)), g.weight("w", (4, 5)), g.weight("b", (5,))])
-        g.set_outputs([g.add(act, [p])] + ([p] if extra_use else []))
+        q = g.add("reshape", [p], shape=(1,) + g[p].shape) if reshape else p  # act(reshape(op))
+        g.set_outputs([g.add(act, [q])] + ([p] if extra_use else []))
         return g
     return build
 
 
 for _op, _short in (("conv2d", "conv"), ("matmul", "matmul"), ("linear", "linear")):
-    for _act in ("relu", "sigmoid", "tanh"):
+    for _act in ("relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "gelu", "gelu_tanh"):
         case(f"fuse_{_short}_{_act}")(_fuse(_op, _act))
+        case(f"fuse_{_short}_{_act}")(_fuse(_op, _act, reshape=True))
         negative(f"fuse_{_short}_{_act}")(_fuse(_op, _act, extra_use=True))
+        negative(f"fuse_{_short}_{_act}")(_fuse(_op, _act, extra_use=True, reshape=True))
+
+
+def _matmul_bias(bshape, slot, const=True, wshape=(4, 5)):
+    def build():
+        g = Graph("matmul_bias")
+        m = g.add("matmul", [g.input("x", (2, 3, 4)), g.weight("w", wshape)])
+        b = g.weight("b", bshape) if const else g.input("b", bshape)
+        g.set_outputs([g.add("add", [m, b] if slot == 0 else [b, m])])
+        return g
+    return build
+
+
+case("fold_matmul_bias")(_matmul_bias((5,), 0))
+case("fold_matmul_bias")(_matmul_bias((1, 1, 5), 1))
+negative("fold_matmul_bias")(_matmul_bias((5,), 0, const=False))
+negative("fold_matmul_bias")(_matmul_bias((3, 5), 0))
 
 
 def _scale(shape, slot, bias, const=True):

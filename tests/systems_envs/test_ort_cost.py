@@ -1,0 +1,115 @@
+"""onnxruntime cost models: fused twins cost the same, incremental costs stay exact, e2e timings are cached."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from systems_envs.graph.cost import COST_MODEL_NAMES, make_cost_model
+from systems_envs.graph.ir import Graph
+from systems_envs.graph.ort_cost import E2ECostModel, OrtCpuCostModel
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYSWORLD_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def conv_block(fused: bool, bn: bool = False) -> Graph:
+    """x -> conv 3x3 (16 -> 16 channels, 14x14) -> [batchnorm] -> relu -> conv 1x1; the
+    activation either a separate relu node or the conv's ``activation`` attribute."""
+    g = Graph("fused" if fused else "plain")
+    x = g.input("x", (1, 16, 14, 14))
+    w = g.weight("w", (16, 16, 3, 3))
+    if fused:
+        y = g.add("conv2d", [x, w], pads=(1, 1, 1, 1), activation="relu")
+    else:
+        c = g.add("conv2d", [x, w], pads=(1, 1, 1, 1))
+        if bn:
+            c = g.add("batchnorm", [c, g.weight("s", (16,)), g.weight("b", (16,)), g.weight("m", (16,)),
+                                    g.weight("v", (16,), init="positive")])
+        y = g.add("relu", [c])
+    z = g.add("conv2d", [y, g.weight("w2", (8, 16, 1, 1))])
+    g.set_outputs([z])
+    return g
+
+
+def test_conv_relu_and_its_fused_twin_cost_the_same(cache_dir):
+    cm = OrtCpuCostModel(repeats=5)
+    plain, fused = conv_block(False), conv_block(True)
+    costs = cm.node_costs(plain)
+    relu = next(n.id for n in plain.nodes.values() if n.op == "relu")
+    assert costs[relu] == 0.0  # the relu runs inside the convolution's kernel
+    assert cm.graph_cost(plain) == cm.graph_cost(fused) > 0
+    # the analytic v100 model credits the fusion: one kernel launch less
+    v100 = make_cost_model("v100")
+    assert v100.graph_cost(fused) < v100.graph_cost(plain)
+
+
+def test_conv_batchnorm_folded_by_onnxruntime_costs_the_same_as_the_folded_graph(cache_dir):
+    from systems_envs.rewrite.search import greedy
+    from systems_envs.rewrite.ruleset import default_rules
+
+    cm = OrtCpuCostModel(repeats=5)
+    g = conv_block(False, bn=True)
+    folded = greedy(g, default_rules(taso=False), make_cost_model("v100")).graph
+    const = folded.constant_nodes()
+    assert all(n.id in const for n in folded.nodes.values() if n.op == "batchnorm")  # folded into weights
+    assert cm.graph_cost(folded) == pytest.approx(cm.graph_cost(g))
+
+
+def test_incremental_costs_match_a_full_recount_after_rewrites(cache_dir):
+    from systems_envs.graph.models import build_graph
+    from systems_envs.rewrite.candidates import CandidateIndex
+    from systems_envs.rewrite.ruleset import default_rules
+
+    cm = OrtCpuCostModel(repeats=3, warmup=1)
+    idx = CandidateIndex(build_graph("squeezenet"), default_rules(), cm)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        i = int(rng.integers(len(idx)))
+        assert idx.preview(i).cost == pytest.approx(cm.graph_cost(idx.preview(i).graph), rel=1e-12)
+        idx.apply(i)
+        assert idx.cost == pytest.approx(cm.graph_cost(idx.graph), rel=1e-12)
+
+
+def test_e2e_timings_are_cached_by_graph_hash(cache_dir, monkeypatch):
+    from systems_envs.graph import measure
+
+    g = conv_block(True)
+    cm = E2ECostModel(rounds=3, warmup=1)
+    ms = cm.graph_cost(g)
+    assert ms > 0 and cm.timer.timed == 1
+    data = json.loads((cache_dir / "e2e_costs.json").read_text())
+    (table,) = data.values()
+    assert table[g.hash()]["median_ms"] == ms
+    monkeypatch.setattr(measure, "time_model", lambda *a, **k: pytest.fail("re-timed a cached graph"))
+    again = make_cost_model("e2e")
+    assert again.graph_cost(conv_block(True)) == ms and again.timer.timed == 0
+    with pytest.raises(ValueError, match="whole graphs"):
+        again.node_costs(g)
+
+
+def test_cost_model_names():
+    assert {"v100", "ort-cpu", "e2e"} <= set(COST_MODEL_NAMES)
+    with pytest.raises(ValueError, match="unknown cost model 'tpu'"):
+        make_cost_model("tpu")
+
+
+def test_whole_graph_cost_model_drives_the_candidate_index(cache_dir):
+    from systems_envs.rewrite.candidates import CandidateIndex
+    from systems_envs.rewrite.ruleset import default_rules
+
+    cm = E2ECostModel(rounds=2, warmup=1)
+    idx = CandidateIndex(conv_block(False), default_rules(taso=False), cm)
+    assert len(idx) > 0
+    assert idx.cost == cm.graph_cost(idx.graph) > 0 and cm.timer.timed == 1
+    pv = idx.preview(0)
+    assert pv.cost == cm.graph_cost(pv.graph) and cm.timer.timed == 2  # one real measurement per new graph
+    idx.apply(0)
+    assert idx.cost == pv.cost and cm.timer.timed == 2  # the applied graph was already measured
+    assert idx.node_cost(next(iter(idx.graph.nodes))) == 0.0  # no per-node costs under a whole-graph model
