@@ -76,3 +76,20 @@ def test_bad_names_are_one_line_errors(bad):
 def test_family_executes_at_more_seeds(family):
     for seed in range(2, 8):
         _check_runs(generate(family, seed))
+
+
+def test_names_work_as_graph_arguments(capsys):
+    """Generated names go wherever a GRAPH does: graph_info, optimize, the rewrite env's graph list."""
+    from experiments.graph_info import main as graph_info
+    from experiments.optimize import main as optimize
+    from systems_envs.rewrite.env import GraphRewriteEnv
+
+    info = graph_info(["gen:squeezenet:seed=1"])
+    assert info["graph"] == "gen:squeezenet:seed=1" and info["ops"] == generate("squeezenet", 1).num_ops()
+    out = optimize(["gen:squeezenet:seed=1", "--search", "greedy"])
+    assert out["reduction"] > 0
+    names = ["gen:mlp:seed=0", "gen:squeezenet:seed=1"]
+    env = GraphRewriteEnv(names, max_nodes=1024, max_edges=2048)
+    seen = {env.reset(seed=s)[1]["graph"] for s in range(6)}
+    assert seen == set(names)
+    capsys.readouterr()
