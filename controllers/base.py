@@ -11,7 +11,8 @@ learned/mutable things in the returned state pytree):
 Observations are dicts of arrays (the GraphRewrite-v0 layout: ``node_features`` [N, F],
 ``edge_features`` [M, E], ``senders``/``receivers`` [M], ``n_node``/``n_edge`` (1,),
 ``globals`` [G], ``action_mask`` int8 [A+1], ``candidate_rule`` [A], ``candidate_nodes``
-[A, K]); a controller only relies on the keys it needs, always on ``action_mask``.
+[A, K], ``candidate_reward`` [A]); a controller only relies on the keys it needs, always on
+``action_mask``.
 
 Imagined environments are pure functions ``reset(params, key, start) -> (state, TimeStep)``
 and ``step(params, state, action, key) -> (state, TimeStep)``.
@@ -59,6 +60,17 @@ def get_mask(obs: Any) -> jax.Array:
         return jnp.asarray(obs["action_mask"]) > 0
     except (KeyError, TypeError):
         raise ValueError("observation has no 'action_mask' entry (required by every controller)") from None
+
+
+def candidate_reward_feature(obs: Any, num_candidates: int) -> jax.Array:
+    """float32 [A]: each candidate's immediate reward (``obs["candidate_reward"]``, the
+    relative cost decrease greedy ranks by; zeros if the observation has none) on a unit
+    scale, ``sign(x) log(1 + |x|)`` with ``x = 1e3 r`` (strictly increasing: the same
+    ranking; the same map as the world model's `dynamics.heads.reward_feature`)."""
+    if "candidate_reward" not in obs:
+        return jnp.zeros((num_candidates,), jnp.float32)
+    x = 1e3 * jnp.asarray(obs["candidate_reward"], jnp.float32).reshape(num_candidates)
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
 
 
 def masked_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:

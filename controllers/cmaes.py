@@ -4,7 +4,8 @@ The controller is tiny: it scores each action from its description and the conte
 ``score[a] = phi_a . (W c + b) + u . phi_a`` (linear) or through one hidden layer, where
 ``c`` [D] is a context vector (``obs["latent"]`` if present, else globals + mean node
 features) and ``phi_a`` [Fa] the description of action ``a`` (mean features of its
-location nodes + rule id features; the stop action has its own indicator). The action is
+location nodes + rule id features + the candidate's immediate reward on the
+`controllers.base.candidate_reward_feature` scale; the stop action has its own indicator). The action is
 the argmax over legal actions. Fitness = mean return over rollouts (evosax minimises, so
 it is given the negated return); the population is evaluated with ``vmap``.
 """
@@ -17,7 +18,8 @@ import jax.numpy as jnp
 from evosax.algorithms import CMA_ES
 from flax import struct
 
-from controllers.base import get_mask, masked_logits, register_controller, section_kwargs, timestep_obs
+from controllers.base import (candidate_reward_feature, get_mask, masked_logits, register_controller, section_kwargs,
+                              timestep_obs)
 
 
 def default_features(obs: dict) -> tuple[jax.Array, jax.Array]:
@@ -37,7 +39,8 @@ def default_features(obs: dict) -> tuple[jax.Array, jax.Array]:
         m = (cand >= 0).astype(jnp.float32)
         loc = (x[jnp.clip(cand, 0, x.shape[0] - 1)] * m[..., None]).sum(1) / jnp.maximum(m.sum(1), 1.0)[:, None]
         rule = jnp.asarray(obs["candidate_rule"], jnp.float32)[:, None]
-        cand_feats = jnp.concatenate([loc, jnp.sin(rule), jnp.cos(rule), jnp.zeros((A1 - 1, 1))], -1)
+        gain = candidate_reward_feature(obs, A1 - 1)[:, None]
+        cand_feats = jnp.concatenate([loc, jnp.sin(rule), jnp.cos(rule), gain, jnp.zeros((A1 - 1, 1))], -1)
         stop = jnp.zeros((1, cand_feats.shape[1])).at[0, -1].set(1.0)
         return ctx, jnp.concatenate([cand_feats, stop], 0)
     return ctx, jnp.eye(A1)  # no descriptions: one-hot action identities

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from controllers.base import candidate_reward_feature
+
 
 class GraphPolicyValue(nn.Module):
     hidden: int = 64
@@ -50,15 +52,17 @@ class GraphPolicyValue(nn.Module):
             pooled = h.sum(0) / n_real
             g = nn.LayerNorm(name=f"glob_ln{i}")(g + nn.relu(nn.Dense(H, name=f"glob_upd{i}")(jnp.concatenate([g, pooled]))))
 
-        # candidate actions: rule embedding + mean of location node embeddings + global
+        # candidate actions: rule embedding + mean of location node embeddings + global +
+        # the candidate's immediate reward (what greedy ranks by)
         rule = jnp.clip(jnp.asarray(obs["candidate_rule"], jnp.int32), 0, self.num_rules - 1)  # [A]
         cand = jnp.asarray(obs["candidate_nodes"], jnp.int32)                                  # [A, K]
         cand = cand.reshape(cand.shape[0], -1)
         loc_mask = (cand >= 0).astype(jnp.float32)
         loc = (h[jnp.clip(cand, 0, N - 1)] * loc_mask[..., None]).sum(1) / jnp.maximum(loc_mask.sum(1), 1.0)[:, None]
         A = rule.shape[0]
+        gain = candidate_reward_feature(obs, A)[:, None]                                       # [A, 1]
         feats = jnp.concatenate([nn.Embed(self.num_rules, H, name="rule_emb")(rule), loc,
-                                 jnp.broadcast_to(g, (A, H))], -1)
+                                 jnp.broadcast_to(g, (A, H)), gain], -1)
         a = nn.relu(nn.Dense(H, name="act_hidden")(feats))
         scores = nn.Dense(1, name="act_out")(a)[:, 0]                                          # [A]
         stop = nn.Dense(1, name="stop_out")(nn.relu(nn.Dense(H, name="stop_hidden")(g)))       # [1]

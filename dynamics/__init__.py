@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from dynamics.base import DynamicsModel
 from dynamics.ensemble import Ensemble
-from dynamics.heads import Predictions, SequenceBatch, SlotDescription, feature_slots, rewrite_slots
+from dynamics.heads import Predictions, SequenceBatch, SlotDescription, feature_slots, reward_feature, rewrite_slots
 from dynamics.mdnrnn import MDNRNN
 from dynamics.rssm import RSSM
 
@@ -59,4 +59,4 @@ def make_dynamics(name: str, *, unroll: str = "teacher", coefs: dict | None = No
 
 
 __all__ = ["make_dynamics", "DYNAMICS", "DynamicsModel", "EnsembleDynamics", "MDNRNN", "Ensemble", "RSSM",
-           "Predictions", "SequenceBatch", "SlotDescription", "rewrite_slots", "feature_slots"]
+           "Predictions", "SequenceBatch", "SlotDescription", "rewrite_slots", "feature_slots", "reward_feature"]

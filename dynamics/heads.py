@@ -6,11 +6,17 @@ An action is chosen among a fixed set of A *slots* plus one stop slot (index A),
 layout as the environment's ``action_mask`` [A+1]. A slot is *described*, not just indexed:
 
 - graph rewriting: slot j = (rule id ``candidate_rule[j]``, the masked mean of the encoder's
-  node embeddings at ``candidate_nodes[j]``), i.e. "apply rule r at this place";
+  node embeddings at ``candidate_nodes[j]`` and the candidate's immediate reward
+  ``candidate_reward[j]`` on the `reward_feature` scale), i.e. "apply rule r at this place,
+  which saves this much now";
 - placement: slot j = a feature vector of device j (one-hot or device features), rule -1.
 
 `SlotDescription` holds these per-slot descriptions, `SlotEmbed` maps them (plus a learned
 stop vector) to slot vectors [A+1, S]; the embedding of action ``a`` is ``slots[a]``.
+
+A carried slot keeps the immediate reward of the start state. It stays exact for a slot
+whose candidate reads nothing the rollout's rewrites changed (see
+`systems_envs.rewrite.deltas`); the model does not re-predict it after imagined steps.
 
 In imagination the slots are *carried*: the slot set of the real state where imagination
 starts (its candidate rewrites) stays fixed for the whole imagined rollout, because the model
@@ -53,20 +59,38 @@ class SlotDescription(NamedTuple):
     conflicts: jnp.ndarray | None = None
 
 
+REWARD_SCALE = 1e3  # a candidate reward (relative cost decrease) of 1e-3 maps to symlog(1) = 0.69
+
+
+def reward_feature(r: jnp.ndarray) -> jnp.ndarray:
+    """Candidate rewards (relative cost decreases, typically 1e-4..1e-1, negative for a
+    rewrite that costs more) on a unit scale: ``sign(x) log(1 + |x|)``, ``x = REWARD_SCALE r``.
+    Strictly increasing, so it ranks candidates as the rewards do."""
+    x = REWARD_SCALE * jnp.asarray(r, jnp.float32)
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
 def rewrite_slots(node_embeddings: jnp.ndarray, candidate_rule: jnp.ndarray,
-                  candidate_nodes: jnp.ndarray) -> SlotDescription:
+                  candidate_nodes: jnp.ndarray, candidate_reward: jnp.ndarray | None = None) -> SlotDescription:
     """Slots of one rewriting state: node_embeddings [N, D] (the batched node array),
     candidate_rule int32 [A] (-1 pad), candidate_nodes int32 [A, K] (positions into the
-    node array, e.g. `encoders.graphs.Batch.candidate_nodes[b]`; -1 pad).
-    Returns features = masked mean of the candidate's node embeddings [A, D] and the
-    conflicts [A, A] = "the two candidates' matches share a node" (a candidate conflicts
-    with itself): applying one rewrites its matched nodes, which removes the other."""
+    node array, e.g. `encoders.graphs.Batch.candidate_nodes[b]`; -1 pad), candidate_reward
+    float32 [A] (the observation's ``candidate_reward``; None = zeros).
+    Returns features [A, D+1] = (masked mean of the candidate's node embeddings,
+    `reward_feature` of its reward) and the conflicts [A, A] = "the two candidates' matches
+    share a node" (a candidate conflicts with itself): applying one rewrites its matched
+    nodes, which removes the other."""
     m = (candidate_nodes >= 0).astype(node_embeddings.dtype)                 # [A, K]
     gathered = node_embeddings[jnp.maximum(candidate_nodes, 0)]              # [A, K, D]
     pooled = (gathered * m[..., None]).sum(1) / jnp.maximum(m.sum(1, keepdims=True), 1.0)
+    if candidate_reward is None:
+        candidate_reward = jnp.zeros(candidate_rule.shape, jnp.float32)
+    valid = candidate_rule >= 0
+    reward = jnp.where(valid, reward_feature(candidate_reward), 0.0).astype(pooled.dtype)
+    features = jnp.concatenate([pooled, reward[:, None]], -1)
     n = candidate_nodes
     shared = (n[:, None, :, None] == n[None, :, None, :]) & (n[:, None, :, None] >= 0)   # [A, A, K, K]
-    return SlotDescription(candidate_rule.astype(jnp.int32), pooled, candidate_rule >= 0, shared.any((2, 3)))
+    return SlotDescription(candidate_rule.astype(jnp.int32), features, valid, shared.any((2, 3)))
 
 
 def consume(consumed: jnp.ndarray, conflicts: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:

@@ -8,7 +8,8 @@ An environment observation (NumPy) is a dict with
 - ``n_node``, ``n_edge`` int32 [1]
 - ``globals``        float32 [G]
 - optional ``action_mask`` int8 [A+1] (last slot = stop), ``candidate_rule`` int32 [A]
-  (-1 pad), ``candidate_nodes`` int32 [A, K] (dense node positions, -1 pad).
+  (-1 pad), ``candidate_nodes`` int32 [A, K] (dense node positions, -1 pad),
+  ``candidate_reward`` float32 [A] (immediate reward of each candidate, 0 pad).
 
 `to_graphs_tuple` trims one observation to its real rows; `batch_graphs` concatenates a
 list of graphs and pads the result with `jraph.pad_with_graphs` to a capacity bucket
@@ -153,6 +154,8 @@ class Batch(NamedTuple):
     candidate_nodes: int32 [B, A, K], positions into ``graphs.nodes`` (already offset by
       each graph's first node), -1 = pad.
     action_mask: int8 [B, A+1] (last = stop).
+    candidate_reward: float32 [B, A], each candidate's immediate reward (zeros for
+      observations without ``candidate_reward``).
     For observations without candidates (e.g. placement) the candidate fields are None
     and ``action_mask`` is the stacked mask (or None if absent).
     """
@@ -161,6 +164,7 @@ class Batch(NamedTuple):
     candidate_rule: np.ndarray | None
     candidate_nodes: np.ndarray | None
     action_mask: np.ndarray | None
+    candidate_reward: np.ndarray | None = None
 
 
 def batch_observations(observations: Sequence[Mapping[str, np.ndarray]], buckets: Buckets = DEFAULT_BUCKETS,
@@ -173,7 +177,7 @@ def batch_observations(observations: Sequence[Mapping[str, np.ndarray]], buckets
     has_cand = ["candidate_nodes" in o for o in observations]
     if any(has_cand) and not all(has_cand):
         raise ValueError("batch_observations: some observations have candidate arrays and some do not")
-    rule = nodes = None
+    rule = nodes = reward = None
     if all(has_cand):
         shapes = {np.shape(o["candidate_nodes"]) for o in observations}
         if len(shapes) != 1:
@@ -185,10 +189,12 @@ def batch_observations(observations: Sequence[Mapping[str, np.ndarray]], buckets
                 raise ValueError(f"batch_observations: observation {b} candidate_nodes index beyond n_node={n}")
         nodes = np.where(nodes >= 0, nodes + offsets[:, None, None], -1).astype(np.int32)
         rule = np.stack([np.asarray(o["candidate_rule"], np.int32) for o in observations])
+        reward = np.stack([np.asarray(o["candidate_reward"], np.float32) if "candidate_reward" in o
+                           else np.zeros(rule.shape[1], np.float32) for o in observations])
     mask = None
     if all("action_mask" in o for o in observations):
         shapes = {np.shape(o["action_mask"]) for o in observations}
         if len(shapes) != 1:
             raise ValueError(f"batch_observations: action_mask shapes differ: {sorted(shapes)}")
         mask = np.stack([np.asarray(o["action_mask"], np.int8) for o in observations])
-    return Batch(graphs, rule, nodes, mask)
+    return Batch(graphs, rule, nodes, mask, reward)

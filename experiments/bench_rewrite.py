@@ -1,10 +1,14 @@
 """Benchmark the rewrite environment and the search baselines on the built-in graphs.
 
     python -m experiments.bench_rewrite [--graphs squeezenet,resnet50] [--budget 1000]
-        [--time-limit 60] [--env-steps 100] [--no-taso] [--no-backtrack]
+        [--time-limit 60] [--env-steps 100] [--no-taso] [--no-backtrack] [--no-candidate-rewards]
+        [--clock wall|cpu]
 
 For each graph: op count, candidates at the start, the median ``GraphRewrite-v0`` step
-time over a random episode (ms), and greedy / backtracking cost reduction and seconds.
+time over a random episode (ms; the step includes the ``candidate_reward`` feature of the
+next observation unless ``--no-candidate-rewards``), and greedy / backtracking cost
+reduction and seconds. ``--clock cpu`` times env steps in process CPU time (less
+sensitive to other jobs on a shared machine than wall time).
 Prints the machine (CPU model, cores) and a markdown table; the last stdout line is the
 rows as JSON.
 """
@@ -22,13 +26,14 @@ from experiments._cli import run_main
 from systems_envs.graph.measure import cpu_model
 
 
-def env_step_ms(graph, rules, steps: int, seed: int = 0) -> float:
-    """Median wall time (ms) of ``env.step`` over a random (masked) episode."""
+def env_step_ms(graph, rules, steps: int, seed: int = 0, candidate_rewards: bool = True,
+                clock=time.perf_counter) -> float:
+    """Median time (ms; wall by default, or ``clock``) of ``env.step`` over a random (masked) episode."""
     from systems_envs.rewrite.env import GraphRewriteEnv
 
     n_nodes = len(graph)
     env = GraphRewriteEnv(graph, rules=rules, max_nodes=max(2048, 2 * n_nodes), max_edges=max(4096, 4 * n_nodes),
-                          max_candidates=1024, max_steps=steps)
+                          max_candidates=1024, max_steps=steps, candidate_rewards=candidate_rewards)
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     times = []
@@ -39,9 +44,9 @@ def env_step_ms(graph, rules, steps: int, seed: int = 0) -> float:
         if not len(legal):
             break
         a = int(rng.choice(legal))
-        t = time.perf_counter()
+        t = clock()
         _, _, term, trunc, _ = env.step(a)
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
         if term or trunc:
             break
     return 1e3 * float(np.median(times)) if times else float("nan")
@@ -55,6 +60,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--env-steps", type=int, default=100, help="steps of the random episode timing env.step")
     p.add_argument("--no-taso", action="store_true", help="hand-written rules only")
     p.add_argument("--no-backtrack", action="store_true", help="skip backtracking search")
+    p.add_argument("--no-candidate-rewards", action="store_true",
+                   help="time env.step without the per-candidate reward feature")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="env step timing: wall or process CPU time")
     args = p.parse_args(argv)
     from systems_envs.graph.cost import CostModel
     from systems_envs.graph.models import BUILTIN_GRAPHS, build_graph
@@ -75,7 +83,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         t = time.perf_counter()
         n_cand = len(CandidateIndex(g.copy(), rules, CostModel()))
         match_s = time.perf_counter() - t
-        step = env_step_ms(g, rules, args.env_steps)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        step = env_step_ms(g, rules, args.env_steps, candidate_rewards=not args.no_candidate_rewards, clock=clock)
         gr = greedy(g, rules)
         row = {"graph": name, "ops": g.num_ops(), "candidates": n_cand, "full_match_s": round(match_s, 3),
                "env_step_ms": round(step, 2), "greedy_reduction": round(gr.reduction, 4),

@@ -77,6 +77,7 @@ class WorldModelConfig:
     kl_coef: float = 0.1
     consumed_prior: bool = True     # rewriting: an applied slot, and every slot sharing a node with it, is illegal afterwards
     mask_loss: str = "all"          # all | residual: with consumed_prior, train the mask head only on slots not yet consumed (see README)
+    slot_rewards: bool = True       # rewriting: a slot's description includes its candidate's immediate reward (false: a zero column)
 
 
 #: short flags for the world-model component names (``--encoder gat`` = ``--model.encoder gat``)

@@ -235,10 +235,11 @@ def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, ch
         idx = np.concatenate([idx, np.full(chunk - len(idx), idx[-1])])
         batch = batch_observations([replay.state_obs(int(j)) for j in idx], buckets, n_graph=chunk + 1)
         if replay.kind == REWRITE:
-            rule, nodes = batch.candidate_rule, batch.candidate_nodes
+            rule, nodes, creward = batch.candidate_rule, batch.candidate_nodes, batch.candidate_reward
         else:
-            rule, nodes = np.zeros((chunk, 0), np.int32), np.zeros((chunk, 0, 0), np.int32)
-        outs.append(fn(params, batch.graphs, rule, nodes))
+            rule, nodes, creward = (np.zeros((chunk, 0), np.int32), np.zeros((chunk, 0, 0), np.int32),
+                                    np.zeros((chunk, 0), np.float32))
+        outs.append(fn(params, batch.graphs, rule, nodes, creward))
     n = len(states)
     lat, sl, carry = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *outs)
     return Start(lat, sl, jnp.asarray(replay.action_mask[states].astype(bool)), carry)
@@ -250,8 +251,8 @@ _ENCODE_CACHE: dict = {}
 def _encode_fn(wm: WorldModel):
     key = id(wm)
     if key not in _ENCODE_CACHE:
-        def f(params, graphs, rule, nodes):
-            lat, sl = wm.encode(params, graphs, rule, nodes, rule.shape[0])
+        def f(params, graphs, rule, nodes, creward):
+            lat, sl = wm.encode(params, graphs, rule, nodes, rule.shape[0], creward)
             return lat, sl, jax.vmap(wm.initial_carry, (None, 0, 0))(params, lat, sl)
         _ENCODE_CACHE[key] = (wm, jax.jit(f))
     return _ENCODE_CACHE[key][1]

@@ -25,8 +25,9 @@ the same logging against real environment steps.
 
 Controllers in model-based mode act on the *model's* observation of a state (the
 imagined env has no graphs): ``{"latent": [Z], "slot_rule": int32 [A], "slot_features":
-[A, D], "action_mask": int8 [A+1]}`` - the encoder latent and the slot descriptions of the
-candidate rewrites (`dynamics.heads`); in imagination the latent is the predicted one and
+[A, D+1], "action_mask": int8 [A+1]}`` - the encoder latent and the slot descriptions of the
+candidate rewrites (`dynamics.heads`: pooled node embeddings and the candidate's immediate
+reward, so a policy can rank candidates as greedy does); in imagination the latent is the predicted one and
 the slots are those carried from the start state. A real observation is encoded the same way.
 
 Resume: the state (counters, RNG key, world-model params/optimizer, controller state) is
@@ -171,7 +172,7 @@ def episodes_to_replay(records: list[EpisodeRecord], meta: dict, horizon: int):
     """Pack finished episodes into a `worldmodels.replay.Replay` (same layout as `collect`)."""
     from worldmodels.replay import REWRITE, Replay, _carried
     cols: dict[str, list] = {k: [] for k in ("nf", "ef", "snd", "rcv", "glob", "mask", "cost", "crule", "cnodes",
-                                                "carried", "state_of")}
+                                                "creward", "carried", "state_of")}
     ep_start, n = [], 0
     for r in records:
         A = len(r.states[0]["action_mask"]) - 1
@@ -181,7 +182,7 @@ def episodes_to_replay(records: list[EpisodeRecord], meta: dict, horizon: int):
         for s, c in zip(r.states, r.costs):
             for k, name in (("nf", "node_features"), ("ef", "edge_features"), ("snd", "senders"), ("rcv", "receivers"),
                             ("glob", "globals"), ("mask", "action_mask"), ("crule", "candidate_rule"),
-                            ("cnodes", "candidate_nodes")):
+                            ("cnodes", "candidate_nodes"), ("creward", "candidate_reward")):
                 cols[k].append(s[name])
             cols["cost"].append(c)
         n += len(r.states)
@@ -192,6 +193,7 @@ def episodes_to_replay(records: list[EpisodeRecord], meta: dict, horizon: int):
         receivers=np.concatenate(cols["rcv"]).astype(np.int32), edge_offset=off(cols["ef"]),
         globals=np.stack(cols["glob"]), action_mask=np.stack(cols["mask"]), cost=np.array(cols["cost"]),
         candidate_rule=np.stack(cols["crule"]), candidate_nodes=np.stack(cols["cnodes"]),
+        candidate_reward=np.stack(cols["creward"]).astype(np.float32),
         carried_mask=np.concatenate(cols["carried"]), state_of=np.array(cols["state_of"], np.int64),
         action=np.concatenate([np.asarray(r.actions, np.int32) for r in records]),
         reward=np.concatenate([np.asarray(r.rewards, np.float32) for r in records]),
@@ -214,6 +216,7 @@ def concat_replays(a, b):
         receivers=cat([a.receivers, b.receivers]), edge_offset=cat([a.edge_offset, b.edge_offset[1:] + a.edge_offset[-1]]),
         globals=cat([a.globals, b.globals]), action_mask=cat([a.action_mask, b.action_mask]), cost=cat([a.cost, b.cost]),
         candidate_rule=cat([a.candidate_rule, b.candidate_rule]), candidate_nodes=cat([a.candidate_nodes, b.candidate_nodes]),
+        candidate_reward=cat([a.candidate_reward, b.candidate_reward]),
         carried_mask=cat([a.carried_mask, b.carried_mask]), state_of=cat([a.state_of, b.state_of + ns]),
         action=cat([a.action, b.action]), reward=cat([a.reward, b.reward]), terminated=cat([a.terminated, b.terminated]),
         truncated=cat([a.truncated, b.truncated]), episode_start=cat([a.episode_start, b.episode_start + ns]),
@@ -342,7 +345,7 @@ class Loop:
         self.trainer = Trainer(self.wm)
         self.dream = DreamEnv(self.wm, max_steps=self.cfg.env.max_steps)
         wm = self.wm
-        self._encode = jax.jit(lambda p, g, r, n: wm.encode(p, g, r, n, r.shape[0]))
+        self._encode = jax.jit(lambda p, g, r, n, cr: wm.encode(p, g, r, n, r.shape[0], cr))
         return self.trainer.init(wm.init(key, self.replay))
 
     def encode(self, wm_params, raw_obs: list[dict]) -> dict:
@@ -352,7 +355,7 @@ class Loop:
         k = len(raw_obs)
         buckets = Buckets(nodes=(next_pow2(k * e0.max_nodes + 1),), edges=(next_pow2(k * e0.max_edges),))
         b = batch_observations(raw_obs, buckets, n_graph=k + 1)
-        lat, slots = self._encode(wm_params, b.graphs, b.candidate_rule, b.candidate_nodes)
+        lat, slots = self._encode(wm_params, b.graphs, b.candidate_rule, b.candidate_nodes, b.candidate_reward)
         return model_obs(lat, slots, jnp.asarray(b.action_mask))
 
     def _make_agent(self):

@@ -14,8 +14,8 @@ fixed-capacity observations are mostly padding (a 2048-node rewrite observation 
 `encoders.graphs.batch_observations` pads batches to the capacity buckets. Per state:
 node_features [n_i, F], edge_features [e_i, E], senders/receivers [e_i] (local positions),
 globals [G], action_mask [A+1] (last = stop; 0 for environments without a stop action),
-cost [] (rewrite: cost in ms; placement: nan), candidate_rule [A], candidate_nodes [A, K]
-(rewriting only; placement has none). Per transition t (state index `state_of[t]`): action,
+cost [] (rewrite: cost in ms; placement: nan), candidate_rule [A], candidate_nodes [A, K],
+candidate_reward [A] (each candidate's immediate reward; rewriting only; placement has none). Per transition t (state index `state_of[t]`): action,
 reward, terminated, truncated. Per episode: first state, length, graph index.
 
 Mask targets ("carried" slots, see `dynamics.heads`): ``carried_mask[i, h-1, j]`` = 1 if
@@ -69,6 +69,7 @@ def standard_obs(obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "candidate_rule" in obs:
             out["candidate_rule"] = np.asarray(obs["candidate_rule"], np.int32)
             out["candidate_nodes"] = np.asarray(obs["candidate_nodes"], np.int32)
+            out["candidate_reward"] = np.asarray(obs["candidate_reward"], np.float32)
         return out
     if "nodes" not in obs:
         raise ValueError(f"observation has neither 'node_features' nor 'nodes' (keys: {sorted(obs)})")
@@ -168,6 +169,7 @@ class Replay:
     cost: np.ndarray             # float64 [S]
     candidate_rule: np.ndarray   # int32 [S, A] (rewrite) or [S, 0]
     candidate_nodes: np.ndarray  # int32 [S, A, K] (rewrite) or [S, 0, 0]
+    candidate_reward: np.ndarray  # float32 [S, A] (rewrite) or [S, 0]
     carried_mask: np.ndarray     # uint8 [S, H, A+1]
     state_of: np.ndarray         # int64 [T] state index of s_t
     action: np.ndarray           # int32 [T]
@@ -214,6 +216,7 @@ class Replay:
         if self.kind == REWRITE:
             obs["candidate_rule"] = self.candidate_rule[i]
             obs["candidate_nodes"] = self.candidate_nodes[i]
+            obs["candidate_reward"] = self.candidate_reward[i]
         return obs
 
     def transition_index(self) -> np.ndarray:
@@ -262,7 +265,8 @@ class Replay:
             edge_features=cat(self.edge_features, esl), senders=cat(self.senders, esl),
             receivers=cat(self.receivers, esl), edge_offset=offs(esl), globals=self.globals[states],
             action_mask=self.action_mask[states], cost=self.cost[states], candidate_rule=self.candidate_rule[states],
-            candidate_nodes=self.candidate_nodes[states], carried_mask=self.carried_mask[states],
+            candidate_nodes=self.candidate_nodes[states], candidate_reward=self.candidate_reward[states],
+            carried_mask=self.carried_mask[states],
             state_of=new_of_old[self.state_of[trans]], action=self.action[trans], reward=self.reward[trans],
             terminated=self.terminated[trans], truncated=self.truncated[trans],
             episode_start=new_of_old[self.episode_start[episodes]], episode_len=self.episode_len[episodes],
@@ -348,7 +352,7 @@ def collect(env_id: str, graphs: Sequence[str], episodes: int, policy: Policy | 
     kind = env_kind(envs[0])
     rng = np.random.default_rng(seed)
     cols: dict[str, list] = {k: [] for k in ("nf", "ef", "snd", "rcv", "glob", "mask", "cost", "crule", "cnodes",
-                                                "carried", "state_of", "action", "reward", "term", "trunc",
+                                                "creward", "carried", "state_of", "action", "reward", "term", "trunc",
                                                 "ep_start", "ep_len", "ep_graph")}
     n_states = 0
     from worldmodels.logging import progress as bar
@@ -391,6 +395,7 @@ def collect(env_id: str, graphs: Sequence[str], episodes: int, policy: Policy | 
                 cols["cost"].append(c)
                 cols["crule"].append(s.get("candidate_rule", np.zeros(0, np.int32)))
                 cols["cnodes"].append(s.get("candidate_nodes", np.zeros((0, 0), np.int32)))
+                cols["creward"].append(s.get("candidate_reward", np.zeros(0, np.float32)))
             n_states += len(states)
             pbar.update(1)
     for env in envs:
@@ -404,6 +409,7 @@ def collect(env_id: str, graphs: Sequence[str], episodes: int, policy: Policy | 
         receivers=np.concatenate(cols["rcv"]).astype(np.int32), edge_offset=off(cols["ef"]),
         globals=np.stack(cols["glob"]), action_mask=np.stack(cols["mask"]), cost=np.array(cols["cost"]),
         candidate_rule=np.stack(cols["crule"]), candidate_nodes=np.stack(cols["cnodes"]),
+        candidate_reward=np.stack(cols["creward"]).astype(np.float32),
         carried_mask=np.concatenate(cols["carried"]), state_of=np.array(cols["state_of"], np.int64),
         action=np.array(cols["action"], np.int32), reward=np.array(cols["reward"], np.float32),
         terminated=np.array(cols["term"], bool), truncated=np.array(cols["trunc"], bool),

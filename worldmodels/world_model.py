@@ -75,7 +75,8 @@ class TrainBatch(NamedTuple):
     window b; n_graph = B*T+1), encoded only as targets. Encoding them apart means the
     backward pass runs over the B starts, not all B*(T+1) states. cand_rule [B, A] /
     cand_nodes [B, A, K] of each s_0 (positions into graphs.nodes; zero-size for placement);
-    action int32 [B, T]; reward / terminated / valid float32 [B, T]; next_mask float32 [B, T, A+1]."""
+    action int32 [B, T]; reward / terminated / valid float32 [B, T]; next_mask float32 [B, T, A+1];
+    cand_reward float32 [B, A], the immediate reward of each candidate of s_0 (zero-size for placement)."""
 
     graphs: Any
     next_graphs: Any
@@ -86,6 +87,7 @@ class TrainBatch(NamedTuple):
     terminated: np.ndarray
     valid: np.ndarray
     next_mask: np.ndarray
+    cand_reward: np.ndarray
 
 
 def make_train_batch(replay: Replay, starts: np.ndarray, seq_len: int,
@@ -97,12 +99,12 @@ def make_train_batch(replay: Replay, starts: np.ndarray, seq_len: int,
     first = batch_observations(obs(w["state"][:, 0]), buckets.first, n_graph=b + 1)
     rest = batch_observations(obs(w["state"][:, 1:]), buckets.rest, n_graph=b * seq_len + 1)
     if replay.kind == REWRITE:
-        rule, nodes = first.candidate_rule, first.candidate_nodes
+        rule, nodes, creward = first.candidate_rule, first.candidate_nodes, first.candidate_reward
     else:
-        rule, nodes = np.zeros((b, 0), np.int32), np.zeros((b, 0, 0), np.int32)
+        rule, nodes, creward = np.zeros((b, 0), np.int32), np.zeros((b, 0, 0), np.int32), np.zeros((b, 0), np.float32)
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
     return TrainBatch(first.graphs, rest.graphs, rule, nodes, w["action"].astype(np.int32), f32(w["reward"]),
-                      f32(w["terminated"]), f32(w["valid"]), f32(w["next_mask"]))
+                      f32(w["terminated"]), f32(w["valid"]), f32(w["next_mask"]), f32(creward))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,20 +147,25 @@ class WorldModel:
         return cls.create(cfg, replay.kind, replay.num_slots, replay.meta.get("num_rules", 0))
 
     # ------------------------------------------------------------------ pieces
-    def slots(self, node_emb: jnp.ndarray, cand_rule: jnp.ndarray, cand_nodes: jnp.ndarray) -> SlotDescription:
-        """Slot descriptions [B, A] from node embeddings [N, D] and s_0 candidate arrays."""
+    def slots(self, node_emb: jnp.ndarray, cand_rule: jnp.ndarray, cand_nodes: jnp.ndarray,
+              cand_reward: jnp.ndarray | None = None) -> SlotDescription:
+        """Slot descriptions [B, A] from node embeddings [N, D] and s_0 candidate arrays
+        (``cand_reward`` [B, A]: immediate rewards, used when ``cfg.slot_rewards``)."""
         b = cand_rule.shape[0]
         if self.kind == REWRITE:
-            return jax.vmap(rewrite_slots, (None, 0, 0))(node_emb, cand_rule, cand_nodes)
+            if cand_reward is None or not self.cfg.slot_rewards:
+                cand_reward = jnp.zeros(cand_rule.shape, jnp.float32)
+            return jax.vmap(rewrite_slots, (None, 0, 0, 0))(node_emb, cand_rule, cand_nodes, cand_reward)
         eye = jnp.eye(self.num_slots, dtype=jnp.float32)
         one = feature_slots(eye)
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), one)
 
-    def encode(self, params, graphs, cand_rule, cand_nodes, num: int):
+    def encode(self, params, graphs, cand_rule, cand_nodes, num: int, cand_reward=None):
         """(latents [num, Z], slots [num, A]) of the first ``num`` graphs of a padded batch
-        whose candidate arrays (already offset) are ``cand_rule`` [num, A], ``cand_nodes``."""
+        whose candidate arrays (already offset) are ``cand_rule`` [num, A], ``cand_nodes``,
+        ``cand_reward`` [num, A] (None = zeros)."""
         node_emb, lat = self.encoder.apply(params["encoder"], graphs)
-        return standardise(lat[:num]), self.slots(node_emb, cand_rule, cand_nodes)
+        return standardise(lat[:num]), self.slots(node_emb, cand_rule, cand_nodes, cand_reward)
 
     def normalise_reward(self, params, r):
         n = sg(params["norm"])
@@ -178,14 +185,14 @@ class WorldModel:
         batch = make_train_batch(replay, np.zeros(1, np.int64), 1)
 
         @jax.jit  # eager Flax init dispatches op by op (tens of seconds); jitted it is one compile
-        def init_fn(key, graphs, rule, nodes):
+        def init_fn(key, graphs, rule, nodes, creward):
             ke, kd = jax.random.split(key)
             enc_params = self.encoder.init(ke, graphs)
             node_emb, lat = self.encoder.apply(enc_params, graphs)
-            slots = self.slots(node_emb, rule, nodes)
+            slots = self.slots(node_emb, rule, nodes, creward)
             return enc_params, self.dyn.init(kd, standardise(lat[0]), jax.tree.map(lambda x: x[0], slots))
 
-        enc_params, dyn_params = init_fn(key, batch.graphs, batch.cand_rule, batch.cand_nodes)
+        enc_params, dyn_params = init_fn(key, batch.graphs, batch.cand_rule, batch.cand_nodes, batch.cand_reward)
         r = replay.reward.astype(np.float64)
         norm = {"reward_mean": jnp.float32(r.mean()), "reward_std": jnp.float32(max(r.std(), 1e-6))}
         return {"encoder": enc_params, "dynamics": dyn_params, "norm": norm}
@@ -199,7 +206,7 @@ class WorldModel:
         _, lat_next = self.encoder.apply(sg(params["encoder"]), batch.next_graphs)   # targets: no gradient
         lat = jnp.concatenate([standardise(lat0[:b])[:, None],
                                sg(standardise(lat_next[: b * t]).reshape(b, t, -1))], axis=1)
-        slots = self.slots(node_emb, batch.cand_rule, batch.cand_nodes)
+        slots = self.slots(node_emb, batch.cand_rule, batch.cand_nodes, batch.cand_reward)
         if not (self.uses_prior and self.cfg.mask_loss == "residual"):
             slots = slots._replace(conflicts=None)   # no conflicts in the batch: mask loss on every slot
         seq = SequenceBatch(lat, slots, batch.action, self.normalise_reward(params, batch.reward),

@@ -7,8 +7,8 @@ from systems_envs.graph.ir import Graph, GraphError
 
 
 def load_graph(spec: str | Path, seed: int = 0) -> Graph:
-    """Load ``spec``: a built-in name (see ``systems_envs.graph.models.BUILTIN_GRAPHS``),
-    a path ending in ``.model`` (TASO export) or ``.onnx``.
+    """Load ``spec``: a built-in name (see ``systems_envs.graph.models.BUILTIN_GRAPHS``), a
+    generated graph ``gen:FAMILY:seed=N``, a path ending in ``.model`` (TASO export) or ``.onnx``.
 
     ``seed`` is accepted for TASO files, whose weights carry only shapes: their values are
     filled by the executor from its own seed and the weight name (see
@@ -20,6 +20,10 @@ def load_graph(spec: str | Path, seed: int = 0) -> Graph:
     text = str(spec)
     if text in BUILTIN_GRAPHS:
         return build_graph(text)
+    if text.startswith("gen:"):  # generated graph, gen:FAMILY:seed=N (systems_envs.graph.generator)
+        from systems_envs.graph.generator import load_generated
+
+        return load_generated(text)
     path = Path(text)
     suffix = path.suffix.lower()
     if suffix not in (".model", ".onnx"):

@@ -15,6 +15,9 @@ a padded graph plus the candidate list and an action mask (see
   default; ``ort-cpu`` for onnxruntime on this CPU; ``e2e`` for whole-graph timings).
 * ``terminated``: stop chosen or no candidate left. ``truncated``: ``max_steps`` reached,
   or the graph outgrew the observation capacity (``info["clipped"]``).
+* ``candidate_reward`` (observation): the reward each offered candidate would give, i.e.
+  its immediate relative cost decrease (exact; cached per candidate and recomputed only for
+  candidates near each rewrite, :mod:`systems_envs.rewrite.deltas`).
 * ``info``: ``cost_ms``, ``initial_cost_ms``, ``n_candidates`` (all, before the capacity
   cut), ``graph`` (name); after a rewrite ``rule`` (name) and ``location`` (node ids).
 
@@ -32,6 +35,7 @@ import numpy as np
 from systems_envs.graph.cost import CostModel, make_cost_model
 from systems_envs.graph.ir import Graph, GraphError
 from systems_envs.rewrite.candidates import CandidateIndex, prune_dead
+from systems_envs.rewrite.deltas import CandidateDeltas
 from systems_envs.rewrite.observation import ObservationBuilder, observation_space
 from systems_envs.rewrite.rule import Rule
 
@@ -72,13 +76,14 @@ class GraphRewriteEnv(gym.Env):
       device: cost model name (:data:`~systems_envs.graph.cost.COST_MODEL_NAMES`; ignored if
         ``cost_model`` given).
       cost_model: a CostModel to use instead.
+      candidate_rewards: compute ``candidate_reward`` (False: zeros, and no look-ahead cost).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, graph: GraphSpec | Sequence[GraphSpec] = "squeezenet", rules: Sequence[Rule] | None = None,
                  max_nodes: int = 2048, max_edges: int = 4096, max_candidates: int = 512, max_steps: int = 100,
-                 device: str = "v100", cost_model: CostModel | None = None):
+                 device: str = "v100", cost_model: CostModel | None = None, candidate_rewards: bool = True):
         if min(max_nodes, max_edges, max_candidates, max_steps) < 1 or max_nodes < 2:
             raise ValueError("max_nodes (>= 2), max_edges, max_candidates and max_steps must be positive")
         specs = list(graph) if isinstance(graph, (list, tuple)) else [graph]
@@ -105,6 +110,7 @@ class GraphRewriteEnv(gym.Env):
         self.action_space = MaskedDiscrete(max_candidates + 1, self._current_mask)
         self._builder = ObservationBuilder(max_nodes, max_edges, max_candidates)
         self._index: CandidateIndex | None = None
+        self._deltas = CandidateDeltas() if candidate_rewards else None
         self._mask = np.zeros(max_candidates + 1, np.int8)
         self._mask[-1] = 1
         self._initial_costs: dict[int, float] = {}
@@ -114,6 +120,8 @@ class GraphRewriteEnv(gym.Env):
         super().reset(seed=seed)
         k = 0 if len(self.graphs) == 1 else int(self.np_random.integers(len(self.graphs)))
         self._builder.clear_cache()
+        if self._deltas is not None:
+            self._deltas.clear()
         self._index = CandidateIndex(self.graphs[k].copy(), self.rules, self.cost_model)
         self._initial_cost = self._index.cost
         self._steps = 0
@@ -135,7 +143,10 @@ class GraphRewriteEnv(gym.Env):
         else:
             before = self._index.cost
             info_extra = dict(zip(("rule", "location"), self._index.describe(a)))
+            effect = self._deltas.effect(self._index, a) if self._deltas is not None else None
             self._index.apply(a)
+            if effect is not None:
+                self._deltas.applied(effect)
             reward = (before - self._index.cost) / self._initial_cost if self._initial_cost > 0 else 0.0
             terminated = len(self._index) == 0
         obs, clipped = self._observe()
@@ -159,7 +170,8 @@ class GraphRewriteEnv(gym.Env):
         return self._mask.copy()
 
     def _observe(self):
-        obs, clipped = self._builder.build(self._index, self._initial_cost, self._steps, self.max_steps)
+        changes = self._deltas.compute(self._index, self.max_candidates) if self._deltas is not None else None
+        obs, clipped = self._builder.build(self._index, self._initial_cost, self._steps, self.max_steps, changes)
         self._mask = obs["action_mask"].copy()
         return obs, clipped
 

@@ -19,7 +19,10 @@ Arrays (shapes with ``N = max_nodes``, ``E = max_edges``, ``C = max_candidates``
   number of candidates / C.
 * ``action_mask`` int8 [C + 1] (last = stop, always 1), ``candidate_rule`` int32 [C]
   (rule id, -1 padding), ``candidate_nodes`` int32 [C, K] (positions of the first K
-  matched nodes, anchor first, -1 padding).
+  matched nodes, anchor first, -1 padding), ``candidate_reward`` float32 [C] (the reward
+  applying the candidate gives: its relative cost decrease ``(cost - cost after) /
+  initial cost``, the quantity greedy ranks by; 0 padding, and 0 everywhere when the
+  environment is built with ``candidate_rewards=False``).
 
 If a graph outgrows the capacity mid-episode, the builder keeps the first nodes/edges in
 topological order and reports ``clipped``; the environment then truncates the episode.
@@ -58,6 +61,7 @@ def observation_space(max_nodes: int, max_edges: int, max_candidates: int) -> sp
         "action_mask": spaces.Box(0, 1, (max_candidates + 1,), np.int8),
         "candidate_rule": spaces.Box(-1, np.iinfo(np.int32).max, (max_candidates,), np.int32),
         "candidate_nodes": spaces.Box(-1, max_nodes - 1, (max_candidates, MATCH_NODES), np.int32),
+        "candidate_reward": spaces.Box(-big, big, (max_candidates,), f32),
     })
 
 
@@ -97,8 +101,12 @@ class ObservationBuilder:
             self._rows[node] = hit
         return hit
 
-    def build(self, index: CandidateIndex, initial_cost: float, step: int, max_steps: int) -> tuple[dict, bool]:
-        """The observation of ``index`` (which needs a cost model) and whether it was clipped."""
+    def build(self, index: CandidateIndex, initial_cost: float, step: int, max_steps: int,
+              cost_changes: np.ndarray | None = None) -> tuple[dict, bool]:
+        """The observation of ``index`` (which needs a cost model) and whether it was clipped.
+
+        ``cost_changes``: float [>= min(len(index), C)], cost change in ms (after - before) of
+        the first candidates (`systems_envs.rewrite.deltas.CandidateDeltas`); None = zeros."""
         g = index.graph
         N, E, C = self.max_nodes, self.max_edges, self.max_candidates
         order = g.topo_order()
@@ -144,6 +152,9 @@ class ObservationBuilder:
         mask[C] = 1
         crule = np.full(C, -1, np.int32)
         cnodes = np.full((C, MATCH_NODES), -1, np.int32)
+        creward = np.zeros(C, np.float32)
+        if nc and cost_changes is not None and initial_cost > 0:
+            creward[:nc] = -np.asarray(cost_changes[:nc], np.float64) / initial_cost
         if nc:
             pad = (-1,) * MATCH_NODES
             crule[:nc] = [c[0] for c in cands[:nc]]
@@ -153,6 +164,6 @@ class ObservationBuilder:
         obs = {
             "node_features": nf, "edge_features": ef, "senders": senders, "receivers": receivers,
             "n_node": np.array([n], np.int32), "n_edge": np.array([m], np.int32), "globals": glob,
-            "action_mask": mask, "candidate_rule": crule, "candidate_nodes": cnodes,
+            "action_mask": mask, "candidate_rule": crule, "candidate_nodes": cnodes, "candidate_reward": creward,
         }
         return obs, clipped

@@ -50,6 +50,7 @@ import numpy as np
 from systems_envs.graph.cost import CostModel
 from systems_envs.graph.ir import Graph
 from systems_envs.rewrite.candidates import CandidateIndex, Change, live_ops
+from systems_envs.rewrite.deltas import CandidateDeltas
 from systems_envs.rewrite.rule import Rule
 
 Location = tuple[int, ...]
@@ -155,26 +156,30 @@ def _start(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None) ->
 def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
            max_steps: int = 10_000, eps: float = 1e-9,
            progress: Callable[[str], None] | None = None) -> SearchResult:
-    """Repeatedly apply the candidate that lowers the cost most; stop when none lowers it.
+    """Repeatedly apply the candidate that lowers the cost most (by more than ``eps *
+    max(1, cost)``); stop when none does.
 
-    Ties go to the lowest candidate index (deterministic).
+    Each candidate's cost change is exact (:class:`~systems_envs.rewrite.deltas.CandidateDeltas`:
+    a look-ahead over the nodes it touches, summed exactly, so equal changes tie exactly),
+    and is re-evaluated only when a rewrite touches what it depends on. Ties go to the
+    lowest candidate index (deterministic).
     """
     t0 = time.perf_counter()
     idx = _start(graph, rules, cost_model)
     cost0 = idx.cost
     rewrites: list[tuple[str, Location]] = []
+    deltas = CandidateDeltas()
     steps = 0
     while steps < max_steps:
         steps += 1
-        best_i, best_cost = -1, idx.cost - eps * max(1.0, idx.cost)
-        for i in range(len(idx)):
-            c = idx.preview(i).cost
-            if c < best_cost:
-                best_i, best_cost = i, c
-        if best_i < 0:
+        d = deltas.compute(idx)
+        best_i = int(np.argmin(d)) if len(d) else -1
+        if best_i < 0 or not d[best_i] < -eps * max(1.0, idx.cost):
             break
+        effect = deltas.effect(idx, best_i)
         rewrites.append(idx.describe(best_i))
         idx.apply(best_i)
+        deltas.applied(effect)
         if progress:
             progress(f"greedy step {steps}: {rewrites[-1][0]} -> {idx.cost:.4f} ms")
     return SearchResult(idx.graph, cost0, idx.cost, rewrites, time.perf_counter() - t0, steps)

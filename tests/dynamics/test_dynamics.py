@@ -105,10 +105,13 @@ def test_rewrite_slots_pool_candidate_nodes():
     emb = jnp.arange(12.0).reshape(6, 2)
     rule = jnp.array([3, 0, -1])
     nodes = jnp.array([[0, 2, -1], [5, -1, -1], [-1, -1, -1]])
-    d = rewrite_slots(emb, rule, nodes)
-    np.testing.assert_allclose(d.features[0], (emb[0] + emb[2]) / 2)
-    np.testing.assert_allclose(d.features[1], emb[5])
-    np.testing.assert_allclose(d.features[2], 0.0)
+    d = rewrite_slots(emb, rule, nodes, jnp.array([1e-3, -0.02, 0.5]))
+    np.testing.assert_allclose(d.features[0, :2], (emb[0] + emb[2]) / 2)
+    np.testing.assert_allclose(d.features[1, :2], emb[5])
+    np.testing.assert_allclose(d.features[2], 0.0)  # padded slot: no embedding, no reward
+    # the last column is the candidate reward, symlog(1e3 r): same order as the rewards
+    np.testing.assert_allclose(d.features[:2, 2], [np.log(2.0), -np.log(21.0)], rtol=1e-6)
+    np.testing.assert_allclose(rewrite_slots(emb, rule, nodes).features[:, 2], 0.0)
     assert d.valid.tolist() == [True, True, False]
     dyn = make_dynamics("rssm", latent_dim=Z, num_rules=4, deter=8, stoch=2, hidden=8, slot_width=8)
 

@@ -130,3 +130,30 @@ def test_policies_and_placement():
     assert obs["edge_features"].shape == (2, 1) and obs["action_mask"].tolist() == [1, 0, 0]
     with pytest.raises(ValueError, match="neither"):
         standard_obs({"x": 1})
+
+
+def test_candidate_rewards_are_stored_and_are_the_rewards_of_the_actions(store):
+    """The replay keeps each state's per-candidate immediate rewards; the one of the action
+    taken is the reward the step gave (stop gives 0 and has no entry)."""
+    a = store.num_slots
+    assert store.candidate_reward.shape == (store.num_states, a) and store.candidate_reward.dtype == np.float32
+    assert not store.candidate_reward[~store.action_mask[:, :a].astype(bool)].any()   # padding is 0
+    moved = store.action < a
+    taken = store.candidate_reward[store.state_of[moved], store.action[moved]]
+    np.testing.assert_allclose(taken, store.reward[moved], rtol=1e-5, atol=1e-9)
+    assert (store.candidate_reward != 0).any()
+    i = int(store.state_of[0])
+    np.testing.assert_array_equal(store.state_obs(i)["candidate_reward"], store.candidate_reward[i])
+
+
+def test_store_without_candidate_rewards_is_refused(store, tmp_path):
+    """A replay file written before the feature existed gets a one-line error naming it."""
+    import dataclasses
+
+    path = store.save(tmp_path / "r.npz")
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files if k != "candidate_reward"}
+    np.savez_compressed(tmp_path / "old.npz", **data)
+    with pytest.raises(ValueError, match=r"missing arrays \['candidate_reward'\]"):
+        Replay.load(tmp_path / "old.npz")
+    assert "candidate_reward" in {f.name for f in dataclasses.fields(Replay)}
