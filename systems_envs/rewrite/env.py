@@ -76,7 +76,8 @@ class GraphRewriteEnv(gym.Env):
       device: cost model name (:data:`~systems_envs.graph.cost.COST_MODEL_NAMES`; ignored if
         ``cost_model`` given).
       cost_model: a CostModel to use instead.
-      candidate_rewards: compute ``candidate_reward`` (False: zeros, and no look-ahead cost).
+      candidate_rewards: compute ``candidate_reward`` (False: zeros, and no look-ahead cost;
+        always zeros under a ``whole_graph`` cost model such as ``e2e``).
     """
 
     metadata = {"render_modes": []}
@@ -110,7 +111,9 @@ class GraphRewriteEnv(gym.Env):
         self.action_space = MaskedDiscrete(max_candidates + 1, self._current_mask)
         self._builder = ObservationBuilder(max_nodes, max_edges, max_candidates)
         self._index: CandidateIndex | None = None
-        self._deltas = CandidateDeltas() if candidate_rewards else None
+        # A whole-graph cost model has no per-node costs to look ahead with: each candidate's
+        # reward would be one more end-to-end measurement, so the feature is zeros there.
+        self._deltas = CandidateDeltas() if candidate_rewards and not self.cost_model.whole_graph else None
         self._mask = np.zeros(max_candidates + 1, np.int8)
         self._mask[-1] = 1
         self._initial_costs: dict[int, float] = {}
