@@ -35,6 +35,15 @@ the window; placement: s_0's mask. Rewriting adds a stronger mask baseline,
 a rewrite applied so far (the slot conflicts of s_0, `dynamics.heads.rewrite_slots`; the
 rule-based part of the model's mask, `WorldModel.legal_slots`), so the learned mask head's
 own contribution can be read off.
+
+Placement with an outcome model (`worldmodels.outcome`; ``evaluate(..., outcome=...)``): the
+imagined env's final reward is the outcome model's score of the imagined final assignment,
+so ``final_reward_mae_k`` measures it, and ``final_reward_spearman_k`` adds the rank
+correlation of predicted and real final rewards over those terminal steps.
+
+`outcome_metrics` scores an outcome model on sets of finished placements: MAE against the
+predict-the-mean baseline, Spearman and Kendall rank correlation with the simulator, and
+the top-1 regret (see its docstring).
 """
 from __future__ import annotations
 
@@ -146,3 +155,43 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
             out[f"cost_error_k{k}"] = rel(c0 - init_cost * ret_pred)
             out[f"cost_error_baseline_k{k}"] = rel(c0 - init_cost * ret_base)
     return out
+
+
+def outcome_metrics(pred, real, group, mean_reward: float) -> dict[str, float]:
+    """Fidelity of predicted final rewards ``pred`` [B] against the simulator's ``real`` [B]
+    (environment units, higher is better) for placements of graphs ``group`` [B].
+
+    - ``mae``: mean |pred - real|; ``mae_baseline``: mean |mean_reward - real| (predict the
+      training data's mean); ``mae_ratio`` = mae / mae_baseline.
+    - ``spearman`` / ``kendall``: rank correlation (`scipy.stats.spearmanr`, Kendall's tau-b)
+      between pred and real *within each graph*, averaged over the graphs (a controller
+      compares placements of one graph; pooled across graphs the correlation would mostly
+      reward telling graphs apart); ``spearman_pooled`` over all placements together.
+    - ``regret``: per graph, real best reward in the set minus the real reward of the
+      placement the model ranks first, averaged over graphs; ``regret_rel``: the same divided
+      by the best reward (a fraction).
+    Graphs with fewer than 2 placements or constant rewards get no correlation (skipped; nan
+    if no graph has one)."""
+    from scipy import stats
+
+    pred, real, group = np.asarray(pred, np.float64), np.asarray(real, np.float64), np.asarray(group)
+    if not (pred.shape == real.shape == group.shape) or pred.ndim != 1 or len(pred) == 0:
+        raise ValueError(f"outcome metrics: pred, real and group must be equal non-empty 1-D arrays, "
+                         f"got shapes {pred.shape}, {real.shape}, {group.shape}")
+    rho, tau, reg, reg_rel = [], [], [], []
+    for g in np.unique(group):
+        m = group == g
+        p, r = pred[m], real[m]
+        if len(p) >= 2 and np.ptp(r) > 0 and np.ptp(p) > 0:
+            rho.append(stats.spearmanr(p, r).statistic)
+            tau.append(stats.kendalltau(p, r).statistic)
+        best = r.max()
+        reg.append(best - r[int(np.argmax(p))])
+        reg_rel.append(reg[-1] / abs(best) if best != 0 else np.nan)
+    mae = float(np.abs(pred - real).mean())
+    base = float(np.abs(mean_reward - real).mean())
+    pooled = stats.spearmanr(pred, real).statistic if len(pred) >= 2 and np.ptp(real) > 0 and np.ptp(pred) > 0 else np.nan
+    nanmean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
+    return {"n": float(len(pred)), "graphs": float(len(np.unique(group))), "mae": mae, "mae_baseline": base,
+            "mae_ratio": mae / base if base > 0 else float("nan"), "spearman": nanmean(rho), "kendall": nanmean(tau),
+            "spearman_pooled": float(pooled), "regret": nanmean(reg), "regret_rel": nanmean(reg_rel)}
