@@ -59,7 +59,7 @@ def tiny_config() -> OutcomeRunConfig:
     """Seconds-long smoke run (tests, CI)."""
     return replace_path(OutcomeRunConfig(), {
         "graphs": "squeezenet", "unseen": "", "episodes": 24, "progress": False,
-        "outcome.width": 8, "outcome.depth": 1, "outcome.members": 2, "outcome.steps": 20, "outcome.batch_size": 8})
+        "outcome.width": 8, "outcome.depth": 0, "outcome.members": 2, "outcome.steps": 20, "outcome.batch_size": 8})
 
 
 PRESETS = {"device_placement": OutcomeRunConfig, "memory_placement": memory_placement_config, "tiny": tiny_config}

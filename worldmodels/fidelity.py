@@ -38,8 +38,10 @@ own contribution can be read off.
 
 Placement with an outcome model (`worldmodels.outcome`; ``evaluate(..., outcome=...)``): the
 imagined env's final reward is the outcome model's score of the imagined final assignment,
-so ``final_reward_mae_k`` measures it, and ``final_reward_spearman_k`` adds the rank
-correlation of predicted and real final rewards over those terminal steps.
+so ``final_reward_mae_k`` measures it, and ``final_reward_spearman_k`` /
+``final_reward_kendall_k`` / ``final_reward_regret_k`` add `outcome_metrics` of predicted vs
+real final rewards over those terminal steps (per graph of the store). Its termination is
+exact there (the last group assigned), so ``terminated_acc_k`` is 1.
 
 `outcome_metrics` scores an outcome model on sets of finished placements: MAE against the
 predict-the-mean baseline, Spearman and Kendall rank correlation with the simulator, and
@@ -78,10 +80,11 @@ def window_starts(replay: Replay, max_windows: int, seed: int = 0) -> np.ndarray
 
 
 def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 10), seed: int = 0,
-             max_windows: int = 512, reference: Replay | None = None) -> dict[str, float]:
+             max_windows: int = 512, reference: Replay | None = None, outcome=None) -> dict[str, float]:
     """Fidelity metrics and baselines (see the module docstring) as a flat dict of floats.
     ``reference``: the training store, whose termination rate and mean terminal reward the
-    baselines use (default: ``replay`` itself)."""
+    baselines use (default: ``replay`` itself). ``outcome``: (OutcomeModel, params) for the
+    imagined env's final placement reward (`worldmodels.imagined_env`)."""
     ks = sorted(set(int(k) for k in ks))
     kmax = ks[-1]
     if ks[0] < 1 or kmax > replay.horizon:
@@ -89,9 +92,9 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
     starts = window_starts(replay, max_windows, seed)
     w = replay.windows(starts, kmax)
     s0 = w["state"][:, 0]
-    start = encode_starts(wm, params, replay, s0)
+    start = encode_starts(wm, params, replay, s0, placed=outcome is not None)
     keys = jax.random.split(jax.random.key(seed), len(starts))
-    env = ImaginedEnv(wm, max_steps=kmax)
+    env = ImaginedEnv(wm, max_steps=kmax, outcome=outcome)
     run = jax.jit(jax.vmap(lambda p, s, a, k: open_loop(env, p, s, a, k), (None, 0, 0, 0)))
     r_pred, t_pred, m_pred = (np.asarray(x) for x in run(params, start, jnp.asarray(w["action"]), keys))
     valid = w["valid"].astype(bool)
@@ -141,6 +144,12 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
         if final.any():
             out[f"final_reward_mae_k{k}"] = float(np.abs(r_pred[:, :k] - r_real[:, :k])[final].mean())
             out[f"final_reward_mae_baseline_k{k}"] = float(np.abs(final_r - r_real[:, :k])[final].mean())
+            if outcome is not None:   # ranking of the finished placements, per graph
+                ep = np.searchsorted(replay.transition_index(), starts, side="right") - 1
+                graph = np.broadcast_to(replay.episode_graph[ep][:, None], final.shape)[final]
+                om = outcome_metrics(r_pred[:, :k][final], r_real[:, :k][final], graph, final_r)
+                for name in ("spearman", "kendall", "regret"):
+                    out[f"final_reward_{name}_k{k}"] = om[name]
         where = v[:, :, None] & exists[:, None, :]
         for name, pm in masks.items():
             p, r, f = _prf(pm[:, :k], target[:, :k], where)

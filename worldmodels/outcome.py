@@ -362,19 +362,19 @@ class OutcomeModel:
         """Rewards (environment units) -> the regression target (before standardising)."""
         return jnp.log(jnp.maximum(reward, 1e-9)) if self.log_target else reward
 
-    def score_with_std(self, params, pg: PlacedGraph):
+    def score_with_std(self, params, pg: PlacedGraph, feats=None):
         """(predicted final reward [...], ensemble std in standardised target units [...]) for
-        placed graphs with any leading dims."""
+        placed graphs with any leading dims (``feats``: their `features`, if computed)."""
         lead = pg.n_node.shape
-        z = self.raw(params, pg)
+        z = self.raw(params, pg, feats)
         n = jax.lax.stop_gradient(params["norm"])
         t = n["mean"] + n["std"] * z.mean(0)
         r = jnp.exp(t) if self.log_target else t
         return r.reshape(lead), z.std(0).reshape(lead)
 
-    def score(self, params, pg: PlacedGraph) -> jnp.ndarray:
+    def score(self, params, pg: PlacedGraph, feats=None) -> jnp.ndarray:
         """Predicted final reward (environment units) of each placed graph: shape = leading dims."""
-        return self.score_with_std(params, pg)[0]
+        return self.score_with_std(params, pg, feats)[0]
 
     def init(self, key, example: PlacedGraph, rewards: np.ndarray, feats=None) -> dict:
         """Parameters for ``members`` members (one key each), built on ``example`` (a batch
@@ -486,13 +486,14 @@ def fit(model: OutcomeModel, train: PlacementSet, seed: int = 0, progress: bool 
     return {"net": net, "norm": params["norm"]}, history
 
 
-def _chunked(fn, placed: PlacedGraph, chunk: int) -> np.ndarray:
-    """``fn`` over placed graphs (leading dim B) ``chunk`` at a time (the last one padded)."""
-    b = placed.n_node.shape[0]
+def _chunked(fn, placed, chunk: int) -> np.ndarray:
+    """``fn`` over a pytree of arrays with leading dim B (placed graphs and their features)
+    ``chunk`` at a time (the last one padded)."""
+    b = jax.tree.leaves(placed)[0].shape[0]
     out = []
     for lo in range(0, b, chunk):
         part = jax.tree.map(lambda x: x[lo:lo + chunk], placed)
-        k = part.n_node.shape[0]
+        k = jax.tree.leaves(part)[0].shape[0]
         if k < chunk:
             part = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], chunk - k, 0)]), part)
         out.append(np.asarray(fn(part))[:k])
@@ -509,7 +510,8 @@ def features_of(model: OutcomeModel, placed: PlacedGraph, chunk: int = 64):
 def predict(model: OutcomeModel, params, placed: PlacedGraph, chunk: int = 64) -> np.ndarray:
     """Scores [B] (environment units) of placed graphs (leading dim B)."""
     fn = _jitted(model, "score")
-    return _chunked(lambda part: fn(params, part), placed, chunk)
+    feats = features_of(model, placed, chunk)
+    return _chunked(lambda part: fn(params, *part), (placed, feats), chunk)
 
 
 _JIT_CACHE: dict = {}
