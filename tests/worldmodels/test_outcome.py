@@ -136,6 +136,19 @@ def test_train_outcome_model_tiny(tmp_path, capsys):
     assert model.cfg.members == 2 and model.layout.kind == "device" and params["net"] is not None
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
     assert nc > 64 and ec >= 1
+    # train_world_model --outcome DIR loads it for the same environment layout, refuses another
+    from experiments import train_world_model as twm
+    from worldmodels.config import ConfigError
+
+    cfg = twm.parse(["--preset", "device_placement", "--graphs", "squeezenet", "--outcome", str(tmp_path)])
+    loaded, _ = twm.load_outcome_for(cfg, twm.env_kwargs(cfg.env, cfg.data))
+    assert loaded.layout.to_json() == model.layout.to_json()
+    other = twm.parse(["--preset", "device_placement", "--data.devices", "gpu8", "--outcome", str(tmp_path)])
+    with pytest.raises(ConfigError, match="another environment layout"):
+        twm.load_outcome_for(other, twm.env_kwargs(other.env, other.data))
+    with pytest.raises(ConfigError, match="scores placements"):
+        rw = twm.parse(["--outcome", str(tmp_path)])
+        twm.load_outcome_for(rw, twm.env_kwargs(rw.env, rw.data))
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):
