@@ -19,7 +19,7 @@ from worldmodels.replay import collect, standard_obs
 from worldmodels.world_model import WorldModel, WorldModelConfig
 
 DEVICE_KW = dict(devices="gpu4", groups=16, reward="speedup")
-TINY = OutcomeConfig(width=16, depth=0, members=2, steps=150, batch_size=16, lr=5e-3)
+TINY = OutcomeConfig(width=16, depth=0, members=2, steps=150, batch_size=16, lr=5e-3, rank_coef=1.0)
 
 
 def test_outcome_metrics_on_hand_made_data():
