@@ -208,7 +208,7 @@ def pad_observation(obs: dict, node_cap: int, edge_cap: int) -> PlacedGraph:
     return PlacedGraph(nodes, edges, snd, rcv, np.int32(n), np.int32(e))
 
 
-def to_graphs_tuple(pg: PlacedGraph) -> jraph.GraphsTuple:
+def placed_graphs_tuple(pg: PlacedGraph) -> jraph.GraphsTuple:
     """A batch of placed graphs (leading dims flattened to B) -> one GraphsTuple of 2B graphs:
     graph 2b is placement b, graph 2b+1 its padding."""
     nc, f = pg.nodes.shape[-2:]
@@ -354,12 +354,12 @@ class OutcomeModel:
         when ``cfg.features`` is off. A function of the data alone: training computes it once."""
         if not self.cfg.features:
             return None
-        return assignment_features(self.layout, to_graphs_tuple(pg))[::2]
+        return assignment_features(self.layout, placed_graphs_tuple(pg))[::2]
 
     def raw(self, params, pg: PlacedGraph, feats=None) -> jnp.ndarray:
         """[K, B] standardised member predictions of the placed graphs (leading dims -> B);
         ``feats``: their `features` if already computed."""
-        graphs = to_graphs_tuple(pg)
+        graphs = placed_graphs_tuple(pg)
         if self.cfg.features:
             f = self.features(pg) if feats is None else feats.reshape(-1, feats.shape[-1])
             f = jnp.stack([f, jnp.zeros_like(f)], 1).reshape(-1, f.shape[-1])    # padding graphs: zeros
@@ -391,7 +391,7 @@ class OutcomeModel:
         ``rewards`` (valid ones)."""
         @jax.jit  # eagerly, Flax's init dispatches op by op (slow)
         def init_net(keys, pg, feats):
-            graphs = to_graphs_tuple(pg)
+            graphs = placed_graphs_tuple(pg)
             if self.cfg.features:
                 f = self.features(pg) if feats is None else feats
                 feats = jnp.stack([f, jnp.zeros_like(f)], 1).reshape(-1, f.shape[-1])
