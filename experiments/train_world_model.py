@@ -13,6 +13,10 @@ DIR`` reloads a saved run config.
 Placement environments (``--env DevicePlacement-v0`` / ``MemoryPlacement-v0``) work the same
 way; ``--data.devices``, ``--data.groups`` and ``--data.reward`` configure DevicePlacement.
 
+``--outcome DIR`` (placement): the imagined env pays the final reward from the outcome model
+trained by ``experiments.train_outcome_model`` into DIR (`worldmodels.outcome`) instead of the
+dynamics' reward head; the fidelity then adds its rank metrics (``final_reward_spearman_k*``...).
+
 Writes under ``--logdir``: ``config.json``, ``replay.npz`` (train + validation episodes,
 reusable with ``--data.load``), TensorBoard scalars ``model/*`` (losses, per train step) and
 ``validation/*`` (every fidelity metric and baseline, `worldmodels.fidelity`), ``unseen/*``
@@ -64,6 +68,7 @@ class RunConfig:
     logdir: str = "runs/world_model"
     seed: int = 0
     progress: bool = True
+    outcome: str = ""               # placement: dir of a trained outcome model for the imagined final reward ("" = none)
     data: DataConfig = field(default_factory=DataConfig)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -97,7 +102,7 @@ PRESETS = {"default": RunConfig, "tiny": tiny_config, "device_placement": device
 
 #: config fields that may change between the run that wrote a checkpoint and one restoring it
 COMPAT_EXCLUDE = ("logdir", "progress", "data.load", "train.steps", "train.log_every", "train.eval_windows",
-                  "train.ks", "unseen", "unseen_episodes")
+                  "train.ks", "unseen", "unseen_episodes", "outcome")
 
 
 def parse(argv: list[str] | None) -> RunConfig:
@@ -162,6 +167,25 @@ def get_data(cfg: RunConfig, kw: dict):
     return train, val, unseen
 
 
+def load_outcome_for(cfg: RunConfig, kw: dict):
+    """(OutcomeModel, params) from ``--outcome`` checked against the environment, or None."""
+    if not cfg.outcome:
+        return None
+    import gymnasium as gym
+
+    from worldmodels.outcome import layout_of, load_outcome
+
+    if cfg.env == "GraphRewrite-v0":
+        raise ConfigError("--outcome: an outcome model scores placements; --env is GraphRewrite-v0")
+    model, params, _, _ = load_outcome(cfg.outcome)
+    graphs = _graphs(cfg.graphs)
+    env = gym.make(cfg.env, **({"graph": graphs[0]} if graphs else {}), **kw)
+    if layout_of(env).to_json() != model.layout.to_json():
+        raise ConfigError(f"--outcome {cfg.outcome}: trained for another environment layout than {cfg.env} "
+                          "with these --data.* options")
+    return model, params
+
+
 def main(argv: list[str] | None = None) -> dict:
     from worldmodels import fidelity
     from worldmodels.checkpoint import Checkpointer
@@ -174,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     if max(cfg.train.ks) > cfg.data.horizon:
         raise ValueError(f"--train.ks {cfg.train.ks} exceed --data.horizon {cfg.data.horizon}")
     kw = env_kwargs(cfg.env, cfg.data)
+    outcome = load_outcome_for(cfg, kw)
     os.makedirs(cfg.logdir, exist_ok=True)
     save_config(cfg, cfg.logdir)
     t0 = time.time()
@@ -201,13 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
         save_world_model(ckdir, state, cfg, compat_exclude=COMPAT_EXCLUDE)
     t_train = time.time() - t1
     metrics = fidelity.evaluate(wm, state.params, val_store, cfg.train.ks, seed=cfg.seed,
-                                max_windows=cfg.train.eval_windows, reference=train_store)
+                                max_windows=cfg.train.eval_windows, reference=train_store, outcome=outcome)
     step = int(state.step)
     log.scalars(metrics, step=step, prefix="validation/")
     unseen = None
     if unseen_store is not None:
         unseen = fidelity.evaluate(wm, state.params, unseen_store, cfg.train.ks, seed=cfg.seed,
-                                   max_windows=cfg.train.eval_windows, reference=train_store)
+                                   max_windows=cfg.train.eval_windows, reference=train_store, outcome=outcome)
         log.scalars(unseen, step=step, prefix="unseen/")
     summary = {
         "mask_f1": metrics["mask_f1_k1"], "mask_f1_baseline": metrics["mask_f1_baseline_k1"],
@@ -217,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
         "return_error_k10_baseline": metrics.get("return_error_baseline_k10", float("nan")),
         "final_reward_mae": metrics.get("final_reward_mae_k1"),
         "final_reward_mae_baseline": metrics.get("final_reward_mae_baseline_k1"),
+        "final_reward_spearman": metrics.get(f"final_reward_spearman_k{max(cfg.train.ks)}"),
+        "outcome_model": cfg.outcome or None,
         "train_transitions": train_store.num_transitions, "validation_transitions": val_store.num_transitions,
         "train_episodes": train_store.num_episodes, "validation_episodes": val_store.num_episodes,
         "validation": metrics, "unseen_graph": cfg.unseen or None, "unseen": unseen,
@@ -249,8 +276,11 @@ def _print(s: dict) -> None:
               f"{m['terminated_acc_k1']:.3f} | {m['terminated_acc_baseline_k1']:.3f} |")
     for name, m in rows:
         if s["env"] != "GraphRewrite-v0" and "final_reward_mae_k1" in m:  # placement: the only non-zero reward
+            k = max(int(key.rsplit("_k", 1)[1]) for key in m if key.startswith("final_reward_mae_k"))
+            rank = (f"; Spearman {m[f'final_reward_spearman_k{k}']:.3f}, Kendall {m[f'final_reward_kendall_k{k}']:.3f}"
+                    f" (k={k}, outcome model {s['outcome_model']})" if f"final_reward_spearman_k{k}" in m else "")
             print(f"{name}: reward at the final step MAE {m['final_reward_mae_k1']:.4g} "
-                  f"(baseline: mean final reward {m['final_reward_mae_baseline_k1']:.4g})")
+                  f"(baseline: mean final reward {m['final_reward_mae_baseline_k1']:.4g}){rank}")
 
 
 if __name__ == "__main__":

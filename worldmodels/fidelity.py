@@ -35,6 +35,17 @@ the window; placement: s_0's mask. Rewriting adds a stronger mask baseline,
 a rewrite applied so far (the slot conflicts of s_0, `dynamics.heads.rewrite_slots`; the
 rule-based part of the model's mask, `WorldModel.legal_slots`), so the learned mask head's
 own contribution can be read off.
+
+Placement with an outcome model (`worldmodels.outcome`; ``evaluate(..., outcome=...)``): the
+imagined env's final reward is the outcome model's score of the imagined final assignment,
+so ``final_reward_mae_k`` measures it, and ``final_reward_spearman_k`` /
+``final_reward_kendall_k`` / ``final_reward_regret_k`` add `outcome_metrics` of predicted vs
+real final rewards over those terminal steps (per graph of the store). Its termination is
+exact there (the last group assigned), so ``terminated_acc_k`` is 1.
+
+`outcome_metrics` scores an outcome model on sets of finished placements: MAE against the
+predict-the-mean baseline, Spearman and Kendall rank correlation with the simulator, and
+the top-1 regret (see its docstring).
 """
 from __future__ import annotations
 
@@ -69,10 +80,11 @@ def window_starts(replay: Replay, max_windows: int, seed: int = 0) -> np.ndarray
 
 
 def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 10), seed: int = 0,
-             max_windows: int = 512, reference: Replay | None = None) -> dict[str, float]:
+             max_windows: int = 512, reference: Replay | None = None, outcome=None) -> dict[str, float]:
     """Fidelity metrics and baselines (see the module docstring) as a flat dict of floats.
     ``reference``: the training store, whose termination rate and mean terminal reward the
-    baselines use (default: ``replay`` itself)."""
+    baselines use (default: ``replay`` itself). ``outcome``: (OutcomeModel, params) for the
+    imagined env's final placement reward (`worldmodels.imagined_env`)."""
     ks = sorted(set(int(k) for k in ks))
     kmax = ks[-1]
     if ks[0] < 1 or kmax > replay.horizon:
@@ -80,9 +92,9 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
     starts = window_starts(replay, max_windows, seed)
     w = replay.windows(starts, kmax)
     s0 = w["state"][:, 0]
-    start = encode_starts(wm, params, replay, s0)
+    start = encode_starts(wm, params, replay, s0, placed=outcome is not None)
     keys = jax.random.split(jax.random.key(seed), len(starts))
-    env = ImaginedEnv(wm, max_steps=kmax)
+    env = ImaginedEnv(wm, max_steps=kmax, outcome=outcome)
     run = jax.jit(jax.vmap(lambda p, s, a, k: open_loop(env, p, s, a, k), (None, 0, 0, 0)))
     r_pred, t_pred, m_pred = (np.asarray(x) for x in run(params, start, jnp.asarray(w["action"]), keys))
     valid = w["valid"].astype(bool)
@@ -132,6 +144,12 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
         if final.any():
             out[f"final_reward_mae_k{k}"] = float(np.abs(r_pred[:, :k] - r_real[:, :k])[final].mean())
             out[f"final_reward_mae_baseline_k{k}"] = float(np.abs(final_r - r_real[:, :k])[final].mean())
+            if outcome is not None:   # ranking of the finished placements, per graph
+                ep = np.searchsorted(replay.transition_index(), starts, side="right") - 1
+                graph = np.broadcast_to(replay.episode_graph[ep][:, None], final.shape)[final]
+                om = outcome_metrics(r_pred[:, :k][final], r_real[:, :k][final], graph, final_r)
+                for name in ("spearman", "kendall", "regret"):
+                    out[f"final_reward_{name}_k{k}"] = om[name]
         where = v[:, :, None] & exists[:, None, :]
         for name, pm in masks.items():
             p, r, f = _prf(pm[:, :k], target[:, :k], where)
@@ -146,3 +164,43 @@ def evaluate(wm: WorldModel, params, replay: Replay, ks: Sequence[int] = (1, 5, 
             out[f"cost_error_k{k}"] = rel(c0 - init_cost * ret_pred)
             out[f"cost_error_baseline_k{k}"] = rel(c0 - init_cost * ret_base)
     return out
+
+
+def outcome_metrics(pred, real, group, mean_reward: float) -> dict[str, float]:
+    """Fidelity of predicted final rewards ``pred`` [B] against the simulator's ``real`` [B]
+    (environment units, higher is better) for placements of graphs ``group`` [B].
+
+    - ``mae``: mean |pred - real|; ``mae_baseline``: mean |mean_reward - real| (predict the
+      training data's mean); ``mae_ratio`` = mae / mae_baseline.
+    - ``spearman`` / ``kendall``: rank correlation (`scipy.stats.spearmanr`, Kendall's tau-b)
+      between pred and real *within each graph*, averaged over the graphs (a controller
+      compares placements of one graph; pooled across graphs the correlation would mostly
+      reward telling graphs apart); ``spearman_pooled`` over all placements together.
+    - ``regret``: per graph, real best reward in the set minus the real reward of the
+      placement the model ranks first, averaged over graphs; ``regret_rel``: the same divided
+      by the best reward (a fraction).
+    Graphs with fewer than 2 placements or constant rewards get no correlation (skipped; nan
+    if no graph has one)."""
+    from scipy import stats
+
+    pred, real, group = np.asarray(pred, np.float64), np.asarray(real, np.float64), np.asarray(group)
+    if not (pred.shape == real.shape == group.shape) or pred.ndim != 1 or len(pred) == 0:
+        raise ValueError(f"outcome metrics: pred, real and group must be equal non-empty 1-D arrays, "
+                         f"got shapes {pred.shape}, {real.shape}, {group.shape}")
+    rho, tau, reg, reg_rel = [], [], [], []
+    for g in np.unique(group):
+        m = group == g
+        p, r = pred[m], real[m]
+        if len(p) >= 2 and np.ptp(r) > 0 and np.ptp(p) > 0:
+            rho.append(stats.spearmanr(p, r).statistic)
+            tau.append(stats.kendalltau(p, r).statistic)
+        best = r.max()
+        reg.append(best - r[int(np.argmax(p))])
+        reg_rel.append(reg[-1] / abs(best) if best != 0 else np.nan)
+    mae = float(np.abs(pred - real).mean())
+    base = float(np.abs(mean_reward - real).mean())
+    pooled = stats.spearmanr(pred, real).statistic if len(pred) >= 2 and np.ptp(real) > 0 and np.ptp(pred) > 0 else np.nan
+    nanmean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
+    return {"n": float(len(pred)), "graphs": float(len(np.unique(group))), "mae": mae, "mae_baseline": base,
+            "mae_ratio": mae / base if base > 0 else float("nan"), "spearman": nanmean(rho), "kendall": nanmean(tau),
+            "spearman_pooled": float(pooled), "regret": nanmean(reg), "regret_rel": nanmean(reg_rel)}

@@ -16,9 +16,20 @@ applied in this rollout and the slots whose matches share a node with them stay 
 the predicted next latent in the encoder's latent space (the start's encoder latent after reset).
 
 ``terminated``: rewriting: stop chosen, no non-stop slot legal, or predicted termination
-probability > 0.5; placement: predicted termination > 0.5. ``truncated``: ``max_steps``
+probability > 0.5; placement: predicted termination > 0.5, or, with an outcome model, exactly
+when the start's last unassigned group is assigned. ``truncated``: ``max_steps``
 imagined steps reached. Once done, `step` is a no-op (reward 0, flags kept). Illegal actions
 are not detected (a pure function cannot raise); use the mask.
+
+Placement with an outcome model (``ImaginedEnv(wm, outcome=(model, params))``,
+`worldmodels.outcome`): the start carries its real placed graph (`Start.placed`, from
+``encode_starts(..., placed=True)``), the state records the actions taken, and the final
+reward is the outcome model's score of the imagined final assignment (the start's graph with
+the recorded actions written into its assignment columns, `worldmodels.outcome.assign`);
+every other step pays 0, as the real environment does. The score is computed under
+``lax.cond`` on the terminal step (under ``vmap`` that becomes a select, so a batched step
+pays for scoring every step). Rewriting, and placement without an outcome model, keep the
+dynamics' reward head.
 
 `open_loop` steps one start under given actions (fidelity validation). `rollout` advances a
 batch of imagined rollouts with a uniformly random legal policy, in chunks of rollouts each
@@ -47,12 +58,15 @@ class Start(NamedTuple):
     """An encoded real state: latent [Z], slots [A], action_mask bool [A+1] (real mask), and
     optionally the dynamics' initial carry at it (`WorldModel.initial_carry`: the slot
     embeddings and mask keys, a function of the state alone). `encode_starts` fills it in,
-    so rollouts started from the same state share that work; None: `reset` computes it."""
+    so rollouts started from the same state share that work; None: `reset` computes it.
+    ``placed``: the real state's placed graph, which an outcome model scores (see the module
+    docstring); None otherwise."""
 
     latent: jnp.ndarray
     slots: SlotDescription
     action_mask: jnp.ndarray
     carry: Any = None
+    placed: Any = None         # placement with an outcome model: the state's `worldmodels.outcome.PlacedGraph`
 
 
 class ImaginedState(NamedTuple):
@@ -62,6 +76,9 @@ class ImaginedState(NamedTuple):
     action_mask: jnp.ndarray   # bool [n_actions]
     t: jnp.ndarray             # int32 []
     done: jnp.ndarray          # bool []
+    placed: Any = None         # with an outcome model: the start's PlacedGraph ([Nc] nodes)
+    node_step: Any = None      # int32 [Nc]: step (from the start) assigning each node, -1: none
+    actions: Any = None        # int32 [max_steps]: actions taken (-1: not yet)
 
 
 class TimeStep(NamedTuple):
@@ -75,7 +92,10 @@ class TimeStep(NamedTuple):
 class ImaginedEnv:
     """Pure functional environment over ``wm`` (see the module docstring)."""
 
-    def __init__(self, wm: WorldModel, max_steps: int = 50, mask_threshold: float = 0.5):
+    def __init__(self, wm: WorldModel, max_steps: int = 50, mask_threshold: float = 0.5, outcome=None):
+        if outcome is not None and wm.kind == REWRITE:
+            raise ValueError("imagined env: an outcome model scores placements; the world model is for rewriting")
+        self.outcome = outcome      # (OutcomeModel, its params) or None
         if max_steps < 1:
             raise ValueError(f"imagined env max_steps must be >= 1, got {max_steps}")
         if not 0.0 < mask_threshold < 1.0:
@@ -100,7 +120,17 @@ class ImaginedEnv:
         conflicts = start.slots.conflicts
         if conflicts is None:
             conflicts = jnp.eye(self.num_slots, dtype=bool)
-        state = ImaginedState(carry, consumed, conflicts, mask, jnp.int32(0), jnp.bool_(False))
+        extra = {}
+        if self.outcome is not None:
+            if start.placed is None:
+                raise ValueError("imagined env with an outcome model: the start has no placed graph "
+                                 "(encode_starts(..., placed=True))")
+            from worldmodels.outcome import node_steps
+
+            pg = start.placed
+            extra = dict(placed=pg, node_step=node_steps(self.outcome[0].layout, pg.nodes, pg.n_node),
+                         actions=jnp.full((self.max_steps,), -1, jnp.int32))
+        state = ImaginedState(carry, consumed, conflicts, mask, jnp.int32(0), jnp.bool_(False), **extra)
         f = jnp.bool_(False)
         return state, TimeStep(start.latent, mask, jnp.float32(0.0), f, f)
 
@@ -116,10 +146,16 @@ class ImaginedEnv:
         reward = self.wm.denorm_reward(params, pred.reward)
         if self.rewrite:  # stopping changes nothing: reward 0, as in the real environment
             reward = jnp.where(action == self.num_slots, 0.0, reward)
+        actions = state.actions
+        if self.outcome is not None:
+            actions = actions.at[jnp.minimum(state.t, self.max_steps - 1)].set(action)
+            term = state.t + 1 >= state.node_step.max() + 1
+            reward = jax.lax.cond(term, lambda: self._final_score(state, actions), lambda: jnp.float32(0.0))
         t = state.t + 1
         trunc = (t >= self.max_steps) & ~term
         done = state.done
-        new = ImaginedState(carry, consumed, state.conflicts, mask, t, term | trunc)
+        new = ImaginedState(carry, consumed, state.conflicts, mask, t, term | trunc, state.placed, state.node_step,
+                            actions)
         # once done: keep the old state, zero reward
         # (leaves the step passed through unchanged, e.g. the carried slots, are the same
         # traced value: skip the select for them - it would copy [A+1, S] per rollout per step)
@@ -127,6 +163,15 @@ class ImaginedEnv:
         ts = TimeStep(pred.z_next, new.action_mask, jnp.where(done, 0.0, reward).astype(jnp.float32),
                       jnp.where(done, False, term), jnp.where(done, False, trunc))
         return new, ts
+
+
+    def _final_score(self, state: ImaginedState, actions):
+        """The outcome model's score of the start's placed graph with ``actions`` assigned."""
+        from worldmodels.outcome import assign
+
+        model, oparams = self.outcome
+        pg = state.placed._replace(nodes=assign(model.layout, state.placed.nodes, state.node_step, actions))
+        return model.score(oparams, pg).astype(jnp.float32)
 
 
 def imagination_key(key: jax.Array) -> jax.Array:
@@ -214,10 +259,13 @@ def rollout(env: ImaginedEnv, params, key, starts: Start, horizon: int, chunk: i
 # ----------------------------------------------------------------------------- encoding real states
 
 
-def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, chunk: int = 16) -> Start:
+def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, chunk: int = 16,
+                  placed: bool = False) -> Start:
     """Encode replay states (indices [B]) into `Start`s with leading dim [B], initial carries
     included; batches of ``chunk`` states padded to one capacity (the last chunk repeats its
-    final state), so the jitted encoder compiles once per capacity."""
+    final state), so the jitted encoder compiles once per capacity. ``placed`` (placement):
+    also carry each state's `worldmodels.outcome.PlacedGraph`, padded to one capacity, for
+    an outcome model."""
     from encoders.graphs import Buckets, batch_observations
 
     states = np.asarray(states, np.int64)
@@ -242,7 +290,16 @@ def encode_starts(wm: WorldModel, params, replay: Replay, states: np.ndarray, ch
         outs.append(fn(params, batch.graphs, rule, nodes, creward))
     n = len(states)
     lat, sl, carry = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *outs)
-    return Start(lat, sl, jnp.asarray(replay.action_mask[states].astype(bool)), carry)
+    pg = None
+    if placed:
+        if replay.kind == REWRITE:
+            raise ValueError("encode_starts: placed graphs exist for placement stores only")
+        from worldmodels.outcome import PlacedGraph, pad_observation
+
+        obs = [replay.state_obs(int(i)) for i in states]
+        pgs = [pad_observation(o, int(sizes_n[states].max()) + 1, max(int(sizes_e[states].max()), 1)) for o in obs]
+        pg = PlacedGraph(*(jnp.asarray(np.stack(x)) for x in zip(*pgs)))
+    return Start(lat, sl, jnp.asarray(replay.action_mask[states].astype(bool)), carry, pg)
 
 
 _ENCODE_CACHE: dict = {}
