@@ -238,9 +238,14 @@ def signature_digest(graph: Graph, node: Node) -> str:
 
 
 def single_node_graph(graph: Graph, node: Node) -> Graph:
-    """A graph holding only ``node`` with each input slot a fresh graph input of the same shape."""
+    """A graph holding only ``node`` with each input slot a fresh graph input of the same shape
+    (and, for a graph input feeding it, the same element type, e.g. int64 token ids)."""
     g = Graph(f"{node.op}_single")
-    ins = [g.input(f"x{k}", graph.shape(r)) for k, r in enumerate(node.inputs)]
+    ins = []
+    for k, r in enumerate(node.inputs):
+        src = graph.nodes[r[0]]
+        dtype = src.attrs.get("dtype", "float32") if src.op == "input" else "float32"
+        ins.append(g.add("input", name=f"x{k}", shape=tuple(graph.shape(r)), dtype=dtype))
     attrs = dict(node.attrs)
     nid = g.add(node.op, ins, **attrs)
     g.set_outputs([(nid, i) for i in range(len(node.shapes))])
@@ -296,7 +301,9 @@ class OnnxRuntimeTimer:
         except GraphError as e:
             raise GraphError(f"node {node.name!r} ({node.op}): {e}") from None
         rng = np.random.default_rng(self.seed)
-        feeds = {n.attrs["name"]: rng.standard_normal(n.shape).astype(np.float32) for n in g.inputs}
+        feeds = {n.attrs["name"]: rng.standard_normal(n.shape).astype(np.float32)
+                 if np.dtype(n.attrs.get("dtype", "float32")).kind == "f"
+                 else np.zeros(n.shape, np.dtype(n.attrs["dtype"])) for n in g.inputs}
         if node.op == "batchnorm":  # variance must be positive
             feeds["x4"] = np.abs(feeds["x4"]) + 0.5
         self.timed += 1
