@@ -48,23 +48,31 @@ convolutions stays in that layout). A residual sum fused into a convolution is n
 of its group's timing (a lone group gets it as a plain input, which onnxruntime does not
 fuse): it is taken as free, which leaves out the read of the added tensor.
 
-Fixed costs: every group's timing includes the cost of an inference call (onnxruntime's
-``run``), and a lone convolution in the NCHWc layout also its input and output reorders,
-which a whole graph pays once per inference or once per chain of convolutions. Each group
-is charged its time minus that of the smallest group of its kind (a Relu on 8 floats; a
-1x1 convolution of 16 channels on one pixel when onnxruntime put the group in NCHWc
-layout), and the call overhead is charged once, to the graph's inputs (split evenly).
+Fixed costs: a group timed alone includes the cost of an inference call (onnxruntime's
+``run``: feeding inputs, returning outputs) and, for a lone convolution in the NCHWc
+layout, its input and output reorders, which a whole graph pays once per inference or
+once per chain of convolutions. Each group is therefore timed against the smallest group
+of its kind (:func:`reference_graph`: a Relu on 8 floats; a 1x1 convolution of 16
+channels on one pixel when onnxruntime put the group in NCHWc layout), the two sessions
+alternating in the same rounds, so that a change in the machine's load while the group is
+timed reaches both. The group costs the median over rounds of the difference plus one
+kernel (:attr:`OrtCpuCostModel.kernel_ms`: what one more Relu adds to a chain of Relus,
+onnxruntime's per-node dispatch; the reference holds one kernel too), at least that one
+kernel. The call overhead (the one-Relu model less its kernel) is charged once, to the
+graph's inputs (split evenly). Subtracting a reference timed at another moment instead
+made tiny models' predictions depend on how busy the machine was when each group was
+timed (the zoo transformers came out 3-5x their measured latency).
 
 Weights read from memory: a group timed on its own runs with its weights in the CPU's
 caches, while a whole model whose weights exceed them reads each weight from main memory
 once per inference. A group's cost is therefore
-``max(measured ms - fixed cost, weight bytes / memory bandwidth)``, the bandwidth measured once per
+``max(timed cost, weight bytes / memory bandwidth)``, the bandwidth measured once per
 machine (:func:`~systems_envs.graph.measure.memory_bandwidth`, single-thread streaming
 read). For a compute-bound convolution the first term wins; for a matrix-vector product
 (a batch-1 RNN cell) the second.
 
-Timings: as the whole-graph timings they are compared with, the median over ``repeats``
-rounds of the fastest of 3 back-to-back runs, after ``warmup``, on ``threads`` intra-op threads
+Timings: as the whole-graph timings they are compared with, ``repeats`` rounds, each keeping
+the fastest of 3 back-to-back runs, after ``warmup``, on ``threads`` intra-op threads
 (default 1), cached on disk in ``ort_kernel_costs.json`` (see
 :mod:`systems_envs.graph.measure` for the folder and the machine key).
 """
@@ -214,7 +222,7 @@ class OrtCpuCostModel(CostModel):
         return {nid: self.node_cost(graph, n, nid in const, const) for nid, n in graph.nodes.items()}
 
     def group_ms(self, graph: Graph, members: list[int], const: set[int]) -> float:
-        """Measured time (ms) of the group ``members`` (cached in memory and on disk)."""
+        """Cost (ms) of the group ``members`` (cached in memory and on disk)."""
         fast = group_key(graph, members, const)
         ms = self._fast_ms.get(fast)
         if ms is not None:
@@ -225,14 +233,13 @@ class OrtCpuCostModel(CostModel):
         if ms is None:
             table = self._disk.table
             digest = table.get("g:" + key)
-            ms = table.get(f"o:{digest}") if digest is not None else None
-            if ms is None or f"k:{digest}" not in table:
-                digest, ms = self._time(sub, table)
+            if digest is None or f"d:{digest}" not in table:
+                digest = self._time(sub, table)
                 table["g:" + key] = digest
                 self._disk.save()
             weight_bytes = BYTES_PER_ELEMENT * sum(math.prod(w.shape) for w in sub.weights)
-            compute = float(ms) - self.reference_ms(table[f"k:{digest}"])
-            self._group_ms[key] = ms = max(compute, weight_bytes / self.bytes_per_ms, 0.0)
+            compute = float(table[f"d:{digest}"]) + self.kernel_ms
+            self._group_ms[key] = ms = max(compute, weight_bytes / self.bytes_per_ms, self.kernel_ms)
         self._fast_ms[fast] = ms
         return ms
 
@@ -251,41 +258,49 @@ class OrtCpuCostModel(CostModel):
 
     @property
     def run_overhead_ms(self) -> float:
-        """Fixed cost of one inference call, ms: the time of a one-Relu model on 8 floats."""
-        return self.reference_ms("plain")
+        """Fixed cost of one inference call, ms: a one-Relu model on 8 floats less its kernel."""
+        return max(self._overheads()[0] - self.kernel_ms, 0.0)
 
-    def reference_ms(self, kind: str) -> float:
-        """Time (ms) of the smallest group of a kind, timed as groups are (measured once per
-        machine, cached on disk): ``plain``, a Relu on 8 floats (the call overhead);
-        ``nchwc``, a 1x1 convolution of 16 channels on one pixel (the call overhead plus
-        the NCHWc reorders onnxruntime wraps a lone convolution in)."""
-        if kind not in self._reference:
+    @property
+    def kernel_ms(self) -> float:
+        """Cost of one more kernel in a graph, ms: the time a chain of :data:`CHAIN` Relus on 8
+        floats takes over a single Relu, per added Relu (onnxruntime's dispatch of a node)."""
+        return self._overheads()[1]
+
+    def _overheads(self) -> tuple[float, float]:
+        """(time of the one-Relu model, per-kernel cost), ms, measured once per machine (cached on disk)."""
+        if "plain" not in self._reference:
             table = self._disk.table
-            key = f"reference_ms:{kind}"
-            if not isinstance(table.get(key), (int, float)):
-                from systems_envs.graph.measure import (export_for_timing, interleaved_ms, make_session, run_clock,
-                                                       session_feeds)
+            if not all(isinstance(table.get(k), (int, float)) for k in ("reference_ms:plain", "kernel_ms")):
+                from systems_envs.graph.measure import export_for_timing, make_session, session_feeds
 
-                g = Graph(f"reference_{kind}")
-                if kind == "plain":
-                    y = g.add("relu", [g.input("x", (1, 8))])
-                else:
-                    y = g.add("conv2d", [g.input("x", (1, 16, 1, 1)), g.weight("w", (16, 16, 1, 1))])
-                g.set_outputs([y])
-                sess = make_session(export_for_timing(g), self.threads)
-                feeds = session_feeds(sess)
-                table[key] = float(np.median(interleaved_ms([sess], [feeds], 4 * self.repeats, self.warmup, inner=3,
-                                                                    clock=run_clock(self.threads))))
+                sessions = [make_session(export_for_timing(_relu_chain(n)), self.threads) for n in (1, CHAIN)]
+                t = self._interleaved(sessions, [session_feeds(s) for s in sessions], 4 * self.repeats)
+                table["reference_ms:plain"] = float(np.median(t[:, 0]))
+                table["kernel_ms"] = max(float(np.median(t[:, 1] - t[:, 0])) / (CHAIN - 1), 0.0)
                 self._disk.save()
-            self._reference[kind] = float(table[key])
-        return self._reference[kind]
+            self._reference["plain"] = float(table["reference_ms:plain"])
+            self._reference["kernel"] = float(table["kernel_ms"])
+        return self._reference["plain"], self._reference["kernel"]
 
-    def _time(self, sub: Graph, table: dict) -> tuple[str, float]:
-        """Optimise ``sub`` with onnxruntime; time it unless its optimised form is already timed."""
+    def _interleaved(self, sessions, feeds, rounds: int) -> np.ndarray:
+        from systems_envs.graph.measure import interleaved_ms, run_clock
+
+        return interleaved_ms(sessions, feeds, rounds, self.warmup, inner=3, clock=run_clock(self.threads))
+
+    def _time(self, sub: Graph, table: dict) -> str:
+        """Optimise ``sub`` with onnxruntime and, unless its optimised form is already timed,
+        time it against the smallest group of its kind in the same rounds; returns the digest
+        of the optimised form, under which ``table`` holds ``d:`` the median over rounds of
+        (group time - reference time), ms, and ``k:`` the kind.
+
+        The reference (:func:`reference_graph`) runs alternately with the group, so a change of
+        the machine's load while the group is timed reaches both; what is left is the group's
+        time less a call's fixed costs and one kernel.
+        """
         import onnx
 
-        from systems_envs.graph.measure import (export_for_timing, interleaved_ms, make_session, run_clock,
-                                                       session_feeds)
+        from systems_envs.graph.measure import export_for_timing, make_session, session_feeds
 
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="sysworld_ort_")
         os.close(fd)
@@ -297,15 +312,39 @@ class OrtCpuCostModel(CostModel):
             raise GraphError(f"kernel group {sub.name!r}: {e}") from None
         finally:
             os.unlink(path)
-        ms = table.get(f"o:{digest}")
-        if ms is None:
-            feeds = session_feeds(sess, seed=0)
-            ms = float(np.median(interleaved_ms([sess], [feeds], self.repeats, self.warmup, inner=3,
-                                                clock=run_clock(self.threads))))
-            table[f"o:{digest}"] = ms
+        kind = "nchwc" if any(n.domain == NCHWC_DOMAIN for n in optimised.graph.node) else "plain"
+        if f"d:{digest}" not in table:
+            ref = make_session(export_for_timing(reference_graph(kind)), self.threads)
+            t = self._interleaved([sess, ref], [session_feeds(sess, seed=0), session_feeds(ref)], self.repeats)
+            table[f"d:{digest}"] = float(np.median(t[:, 0] - t[:, 1]))
             self.timed += 1
-        table[f"k:{digest}"] = "nchwc" if any(n.domain == NCHWC_DOMAIN for n in optimised.graph.node) else "plain"
-        return digest, float(ms)
+        table[f"k:{digest}"] = kind
+        return digest
+
+
+CHAIN = 9  # Relus in the chain that measures the per-kernel cost
+
+
+def _relu_chain(n: int) -> Graph:
+    """``n`` Relus in a chain on 8 floats."""
+    g = Graph(f"relu_chain_{n}")
+    y = g.input("x", (1, 8))
+    for _ in range(n):
+        y = g.add("relu", [y])
+    g.set_outputs([y])
+    return g
+
+
+def reference_graph(kind: str) -> Graph:
+    """The smallest group of a kind: ``plain``, a Relu on 8 floats; ``nchwc``, a 1x1
+    convolution of 16 channels on one pixel (onnxruntime wraps a lone convolution in NCHWc
+    reorders, which a whole graph pays once per chain of convolutions)."""
+    if kind == "plain":
+        return _relu_chain(1)
+    g = Graph("reference_nchwc")
+    y = g.add("conv2d", [g.input("x", (1, 16, 1, 1)), g.weight("w", (16, 16, 1, 1))])
+    g.set_outputs([y])
+    return g
 
 
 def _sole_consumer(graph: Graph, nid: int) -> int | None:
