@@ -184,20 +184,23 @@ def session_feeds(sess, seed: int = 0, dims: int = 1) -> dict[str, np.ndarray]:
 
 
 def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmup: int, inner: int = 1,
-                   clock=time.perf_counter) -> np.ndarray:
+                   clock=time.perf_counter, bound: bool = False) -> np.ndarray:
     """Run times in ms, shape ``[rounds, len(sessions)]``.
 
     Each session first runs ``warmup`` times untimed; then each round runs every session
     ``inner`` times back to back and keeps the fastest of those runs (a run preempted by
     another process on a shared machine is dropped), the sessions in an order that
     rotates from round to round, so drift of the machine's load reaches all alike.
-    ``clock``: seconds (:func:`run_clock`).
+    ``clock``: seconds (:func:`run_clock`). ``bound``: run through onnxruntime's I/O binding,
+    inputs and outputs bound once to preallocated buffers (:func:`bound_run`), so that a run
+    times the model without the per-input and per-output conversions of ``run``.
     """
     if rounds < 1 or warmup < 0 or inner < 1:
         raise ValueError(f"rounds and inner must be >= 1 and warmup >= 0, got {rounds}, {inner}, {warmup}")
-    for s, f in zip(sessions, feeds):
+    runs = [bound_run(s, f) if bound else (lambda s=s, f=f: s.run(None, f)) for s, f in zip(sessions, feeds)]
+    for run in runs:
         for _ in range(warmup):
-            s.run(None, f)
+            run()
     k = len(sessions)
     out = np.zeros((rounds, k))
     for r in range(rounds):
@@ -206,10 +209,24 @@ def interleaved_ms(sessions: Sequence, feeds: Sequence[dict], rounds: int, warmu
             best = float("inf")
             for _ in range(inner):
                 t0 = clock()
-                sessions[i].run(None, feeds[i])
+                runs[i]()
                 best = min(best, clock() - t0)
             out[r, i] = 1e3 * best
     return out
+
+
+def bound_run(sess, feeds: dict[str, np.ndarray]):
+    """A zero-argument callable that runs ``sess`` on ``feeds`` through an I/O binding: the
+    inputs bound once as onnxruntime values, the outputs to buffers preallocated from one
+    ordinary run (static output shapes)."""
+    import onnxruntime as ort
+
+    binding = sess.io_binding()
+    for name, value in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
+    for meta, value in zip(sess.get_outputs(), sess.run(None, feeds)):
+        binding.bind_ortvalue_output(meta.name, ort.OrtValue.ortvalue_from_numpy(np.empty_like(value)))
+    return lambda: sess.run_with_iobinding(binding)
 
 
 def memory_bandwidth(mbytes: int = 256, repeats: int = 5) -> float:

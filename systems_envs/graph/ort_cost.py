@@ -209,7 +209,11 @@ class OrtCpuCostModel(CostModel):
         a graph input carries its share of the fixed cost of one inference call."""
         if node.op == "input":
             return self.run_overhead_ms / max(1, len(graph.inputs))
-        if constant or OPS[node.op].layout_only:
+        if constant:
+            return 0.0
+        if node.op == "reshape":
+            return self.kernel_ms
+        if OPS[node.op].layout_only and node.op != "split":
             return 0.0
         if const is None:
             const = graph.constant_nodes()
@@ -233,12 +237,12 @@ class OrtCpuCostModel(CostModel):
         if ms is None:
             table = self._disk.table
             digest = table.get("g:" + key)
-            if digest is None or f"d:{digest}" not in table:
+            if digest is None or f"b:{digest}" not in table:
                 digest = self._time(sub, table)
                 table["g:" + key] = digest
                 self._disk.save()
             weight_bytes = BYTES_PER_ELEMENT * sum(math.prod(w.shape) for w in sub.weights)
-            compute = float(table[f"d:{digest}"]) + self.kernel_ms
+            compute = float(table[f"b:{digest}"]) + self.kernel_ms
             self._group_ms[key] = ms = max(compute, weight_bytes / self.bytes_per_ms, self.kernel_ms)
         self._fast_ms[fast] = ms
         return ms
@@ -275,7 +279,8 @@ class OrtCpuCostModel(CostModel):
                 from systems_envs.graph.measure import export_for_timing, make_session, session_feeds
 
                 sessions = [make_session(export_for_timing(_relu_chain(n)), self.threads) for n in (1, CHAIN)]
-                t = self._interleaved(sessions, [session_feeds(s) for s in sessions], 4 * self.repeats)
+                # timed as whole graphs are (``run``, not bound): the call overhead is what a whole graph pays
+                t = self._interleaved(sessions, [session_feeds(s) for s in sessions], 4 * self.repeats, bound=False)
                 table["reference_ms:plain"] = float(np.median(t[:, 0]))
                 table["kernel_ms"] = max(float(np.median(t[:, 1] - t[:, 0])) / (CHAIN - 1), 0.0)
                 self._disk.save()
@@ -283,20 +288,24 @@ class OrtCpuCostModel(CostModel):
             self._reference["kernel"] = float(table["kernel_ms"])
         return self._reference["plain"], self._reference["kernel"]
 
-    def _interleaved(self, sessions, feeds, rounds: int) -> np.ndarray:
+    def _interleaved(self, sessions, feeds, rounds: int, bound: bool = True) -> np.ndarray:
         from systems_envs.graph.measure import interleaved_ms, run_clock
 
-        return interleaved_ms(sessions, feeds, rounds, self.warmup, inner=3, clock=run_clock(self.threads))
+        return interleaved_ms(sessions, feeds, rounds, self.warmup, inner=3, clock=run_clock(self.threads),
+                              bound=bound)
 
     def _time(self, sub: Graph, table: dict) -> str:
         """Optimise ``sub`` with onnxruntime and, unless its optimised form is already timed,
         time it against the smallest group of its kind in the same rounds; returns the digest
-        of the optimised form, under which ``table`` holds ``d:`` the median over rounds of
+        of the optimised form, under which ``table`` holds ``b:`` the median over rounds of
         (group time - reference time), ms, and ``k:`` the kind.
 
         The reference (:func:`reference_graph`) runs alternately with the group, so a change of
         the machine's load while the group is timed reaches both; what is left is the group's
-        time less a call's fixed costs and one kernel.
+        time less a call's fixed costs and one kernel. Both run through onnxruntime's I/O
+        binding (:func:`~systems_envs.graph.measure.bound_run`): with ``run``, each further
+        input or output of a group added 1-2 us of conversions that a whole graph does not
+        pay inside (the zoo transformers, of many small groups, came out at 1.7-2x).
         """
         import onnx
 
@@ -313,10 +322,10 @@ class OrtCpuCostModel(CostModel):
         finally:
             os.unlink(path)
         kind = "nchwc" if any(n.domain == NCHWC_DOMAIN for n in optimised.graph.node) else "plain"
-        if f"d:{digest}" not in table:
+        if f"b:{digest}" not in table:
             ref = make_session(export_for_timing(reference_graph(kind)), self.threads)
             t = self._interleaved([sess, ref], [session_feeds(sess, seed=0), session_feeds(ref)], self.repeats)
-            table[f"d:{digest}"] = float(np.median(t[:, 0] - t[:, 1]))
+            table[f"b:{digest}"] = float(np.median(t[:, 0] - t[:, 1]))
             self.timed += 1
         table[f"k:{digest}"] = kind
         return digest
