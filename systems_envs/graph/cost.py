@@ -187,10 +187,16 @@ class CostModel:
       mode: ``analytic`` or ``measured``.
       measure: for ``measured`` mode, a function ``(graph, node) -> ms``; defaults to
         onnxruntime timing on this CPU with an on-disk cache.
+
+    Attributes:
+      resolution: relative change of a graph's cost that the model can tell from its own
+        timing noise (0 for an analytic model); greedy search takes no step predicted to
+        gain less.
     """
 
     context_radius = 0
     whole_graph = False
+    resolution = 0.0
 
     def __init__(self, device: str | DeviceSpec = DEFAULT_DEVICE, mode: str = "analytic",
                  measure: Callable[[Graph, Node], float] | None = None):

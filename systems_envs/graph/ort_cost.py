@@ -22,11 +22,11 @@ a chain of followers, each follower the only consumer of the previous node's out
 * ``add`` of two computed tensors, then ``layernorm`` (Skip Layer Normalization Fusion).
 
 Every other node is a group of its own. A node that is a follower costs 0 ms; an anchor
-costs the time of its whole group. Constant-folded nodes (weights only) and layout-only
-nodes cost 0 ms, as onnxruntime folds or aliases them. (``split`` is a copy in
-onnxruntime; timed alone as a group it is charged far more than it costs inside a graph:
-Spearman 0.77 and median error 46% on the calibration set below, against 0.93 and 21%
-at zero cost; so it stays at zero.)
+costs the time of its whole group. Constant-folded nodes (weights only) and ``identity``
+cost 0 ms, as onnxruntime folds or removes them; a ``reshape`` of a computed tensor costs
+one kernel dispatch (:attr:`OrtCpuCostModel.kernel_ms`: onnxruntime runs it as a node that
+aliases its input); a ``split`` is a copy in onnxruntime and is timed as a group of its own
+(so a merge of convolutions or matmuls that ends in a split pays for it).
 
 A group is timed as a small model: the group's nodes, its computed inputs as graph inputs
 and its constant inputs as initializers, exported with
@@ -248,6 +248,19 @@ class OrtCpuCostModel(CostModel):
         return ms
 
     @property
+    def resolution(self) -> float:
+        """Relative timing noise of the groups timed on this machine: the sum of their
+        medians' standard errors over the sum of their costs (0 before any is timed). A
+        predicted change of a graph's cost smaller than this fraction is within the noise of
+        the timings it comes from (greedy search takes no such step)."""
+        table = self._disk.table
+        err = [(float(v), float(table[f"b:{k[2:]}"])) for k, v in table.items()
+               if k.startswith("e:") and f"b:{k[2:]}" in table]
+        if not err:
+            return 0.0
+        return sum(e for e, _ in err) / sum(max(b + self.kernel_ms, self.kernel_ms) for _, b in err)
+
+    @property
     def bytes_per_ms(self) -> float:
         """Main-memory read bandwidth of this machine, bytes per ms (measured once, cached on disk)."""
         if self._bandwidth is None:
@@ -325,13 +338,22 @@ class OrtCpuCostModel(CostModel):
         if f"b:{digest}" not in table:
             ref = make_session(export_for_timing(reference_graph(kind)), self.threads)
             t = self._interleaved([sess, ref], [session_feeds(sess, seed=0), session_feeds(ref)], self.repeats)
-            table[f"b:{digest}"] = float(np.median(t[:, 0] - t[:, 1]))
+            diff = t[:, 0] - t[:, 1]
+            table[f"b:{digest}"] = float(np.median(diff))
+            table[f"e:{digest}"] = median_standard_error(diff)
             self.timed += 1
         table[f"k:{digest}"] = kind
         return digest
 
 
 CHAIN = 9  # Relus in the chain that measures the per-kernel cost
+
+
+def median_standard_error(x: np.ndarray) -> float:
+    """Standard error of the median of the samples ``x`` (normal approximation: 1.2533 sigma /
+    sqrt(n), sigma estimated from the interquartile range as IQR / 1.349)."""
+    q1, q3 = np.percentile(x, [25, 75])
+    return float(1.2533 * (q3 - q1) / 1.349 / np.sqrt(len(x)))
 
 
 def _relu_chain(n: int) -> Graph:

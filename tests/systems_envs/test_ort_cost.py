@@ -113,3 +113,35 @@ def test_whole_graph_cost_model_drives_the_candidate_index(cache_dir):
     idx.apply(0)
     assert idx.cost == pv.cost and cm.timer.timed == 2  # the applied graph was already measured
     assert idx.node_cost(next(iter(idx.graph.nodes))) == 0.0  # no per-node costs under a whole-graph model
+
+
+def test_split_and_reshape_of_computed_tensors_cost_what_onnxruntime_runs(cache_dir):
+    g = Graph("split_reshape")
+    x = g.input("x", (64, 256))
+    y = g.add("matmul", [x, g.weight("w", (256, 512))])
+    sp = g.add("split", [y], axis=1, sizes=(256, 256))
+    a = g.add("relu", [(sp, 0)])
+    b = g.add("reshape", [(sp, 1)], shape=(64, 16, 16))
+    wr = g.add("reshape", [g.weight("c", (4, 4))], shape=(16,))
+    g.set_outputs([a, b, g.add("add", [b, wr])])
+    cm = OrtCpuCostModel(repeats=4, warmup=1)
+    costs = cm.node_costs(g)
+    assert costs[sp] >= cm.kernel_ms > 0  # a split is a copy in onnxruntime
+    assert costs[b] == cm.kernel_ms  # a reshape runs as one (aliasing) kernel
+    assert costs[wr] == 0.0  # a reshape of a constant is folded
+
+
+def test_greedy_takes_no_step_within_the_timing_noise(cache_dir):
+    from systems_envs.rewrite.search import greedy
+    from systems_envs.rewrite.ruleset import default_rules
+
+    cm = OrtCpuCostModel(repeats=4, warmup=1)
+    cm.graph_cost(conv_block(False))
+    assert 0 < cm.resolution < 1  # measured: the groups' standard errors over their costs
+    v100 = make_cost_model("v100")
+    assert v100.resolution == 0.0
+    g, rules = conv_block(False, bn=True), default_rules(taso=False)
+    full = greedy(g, rules, v100)
+    assert full.rewrites and full.reduction < 0.9
+    v100.resolution = 0.9  # no single step gains 90%: greedy stops at once
+    assert greedy(g, rules, v100).rewrites == []
