@@ -156,8 +156,8 @@ def _start(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None) ->
 def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
            max_steps: int = 10_000, eps: float = 1e-9,
            progress: Callable[[str], None] | None = None) -> SearchResult:
-    """Repeatedly apply the candidate that lowers the cost most (by more than ``max(eps,
-    cost_model.resolution) * max(1, cost)``); stop when none does.
+    """Repeatedly apply the candidate that lowers the cost most (by more than ``eps * max(1,
+    cost)`` and more than ``cost_model.resolution * cost``); stop when none does.
 
     Each candidate's cost change is exact (:class:`~systems_envs.rewrite.deltas.CandidateDeltas`:
     a look-ahead over the nodes it touches, summed exactly, so equal changes tie exactly),
@@ -167,7 +167,7 @@ def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = N
     t0 = time.perf_counter()
     idx = _start(graph, rules, cost_model)
     cost0 = idx.cost
-    eps = max(eps, float(getattr(idx.cost_model, "resolution", 0.0)))
+    resolution = float(getattr(idx.cost_model, "resolution", 0.0))
     rewrites: list[tuple[str, Location]] = []
     deltas = CandidateDeltas()
     steps = 0
@@ -175,7 +175,7 @@ def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = N
         steps += 1
         d = deltas.compute(idx)
         best_i = int(np.argmin(d)) if len(d) else -1
-        if best_i < 0 or not d[best_i] < -eps * max(1.0, idx.cost):
+        if best_i < 0 or not d[best_i] < -max(eps * max(1.0, idx.cost), resolution * idx.cost):
             break
         effect = deltas.effect(idx, best_i)
         rewrites.append(idx.describe(best_i))

@@ -145,3 +145,5 @@ def test_greedy_takes_no_step_within_the_timing_noise(cache_dir):
     assert full.rewrites and full.reduction < 0.9
     v100.resolution = 0.9  # no single step gains 90%: greedy stops at once
     assert greedy(g, rules, v100).rewrites == []
+    v100.resolution = 0.01  # relative to the graph's cost, also when it is far below 1 ms
+    assert full.cost_before < 1 and greedy(g, rules, v100).rewrites == full.rewrites
