@@ -55,7 +55,9 @@ once per chain of convolutions. Each group is therefore timed against the smalle
 of its kind (:func:`reference_graph`: a Relu on 8 floats; a 1x1 convolution of 16
 channels on one pixel when onnxruntime put the group in NCHWc layout), the two sessions
 alternating in the same rounds, so that a change in the machine's load while the group is
-timed reaches both. The group costs the median over rounds of the difference plus one
+timed reaches both, and both through onnxruntime's I/O binding (inputs and outputs bound
+once to preallocated buffers), so that a group's further inputs and outputs add none of
+``run``'s conversions, which a whole graph does not pay between its nodes. The group costs the median over rounds of the difference plus one
 kernel (:attr:`OrtCpuCostModel.kernel_ms`: what one more Relu adds to a chain of Relus,
 onnxruntime's per-node dispatch; the reference holds one kernel too), at least that one
 kernel. The call overhead (the one-Relu model less its kernel) is charged once, to the
@@ -70,6 +72,12 @@ once per inference. A group's cost is therefore
 machine (:func:`~systems_envs.graph.measure.memory_bandwidth`, single-thread streaming
 read). For a compute-bound convolution the first term wins; for a matrix-vector product
 (a batch-1 RNN cell) the second.
+
+Resolution: each group's timing also stores the standard error of its median; their sum
+over their costs (:attr:`OrtCpuCostModel.resolution`, about 1-2% on this shared machine)
+is the smallest relative change of a graph's cost the model can tell from noise, and
+greedy search (:func:`~systems_envs.rewrite.search.greedy`) takes no step predicted to
+gain less.
 
 Timings: as the whole-graph timings they are compared with, ``repeats`` rounds, each keeping
 the fastest of 3 back-to-back runs, after ``warmup``, on ``threads`` intra-op threads
