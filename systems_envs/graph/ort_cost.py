@@ -63,7 +63,7 @@ onnxruntime's per-node dispatch; the reference holds one kernel too), at least t
 kernel. The call overhead (the one-Relu model less its kernel) is charged once, to the
 graph's inputs (split evenly). Subtracting a reference timed at another moment instead
 made tiny models' predictions depend on how busy the machine was when each group was
-timed (the zoo transformers came out 3-5x their measured latency).
+timed (the zoo transformers came out at 2-6x their measured latency).
 
 Weights read from memory: a group timed on its own runs with its weights in the CPU's
 caches, while a whole model whose weights exceed them reads each weight from main memory
