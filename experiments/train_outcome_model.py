@@ -63,9 +63,12 @@ def memory_placement_config() -> OutcomeRunConfig:
 def macro_placement_config() -> OutcomeRunConfig:
     """MacroPlacement-v0 on ariane133 and four generated netlists, a fifth unseen; the
     ``--episodes`` are placements per netlist (episodes and what is annealed or perturbed
-    from them, `worldmodels.outcome_data.collect_macro_outcomes`)."""
+    from them, `worldmodels.outcome_data.collect_macro_outcomes`); 1000 training steps
+    (every placement is padded to ariane133's 1,410 objects, so a step costs ~4x a
+    generated netlist's)."""
     return replace_path(OutcomeRunConfig(), {"env": "MacroPlacement-v0", "graphs": "ariane133,gen:1,gen:2,gen:3,gen:4",
-                                             "unseen": "gen:5", "episodes": 150, "unseen_episodes": 100})
+                                             "unseen": "gen:5", "episodes": 150, "unseen_episodes": 100,
+                                             "outcome.steps": 1000})
 
 
 def tiny_config() -> OutcomeRunConfig:
