@@ -3,6 +3,7 @@ equals the environment's own, hand-computed placement features, macro data in ch
 by chain), and the train_outcome_model command on a tiny macro data set."""
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def test_macro_features_by_hand():
     edges[:2, 0] = np.log1p([3.0, 1.0])
     pg = PlacedGraph(jnp.asarray(nodes), jnp.asarray(edges), jnp.array([0, 2, 3], jnp.int32),
                      jnp.array([1, 0, 3], jnp.int32), jnp.int32(3), jnp.int32(2))
-    f = np.asarray(macro_features(macro_layout(10), pg))
+    layout = macro_layout(10)
+    f = np.asarray(jax.jit(lambda g: macro_features(layout, g))(pg))
     assert f.shape == (1, 14)
     man0 = 3.5 / G + abs(2.5 / G - 0.5)           # hard macro - port
     man1 = abs(0.75 - 3.5) / G + abs(0.5 - 2.5) / G  # soft macro - hard macro
