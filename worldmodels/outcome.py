@@ -51,6 +51,13 @@ Architecture (and why)
     score is the members' mean in target space, their std an uncertainty
     (`OutcomeModel.score_with_std`).
 
+``MacroPlacement-v0`` (`macro_layout`, `macro_features`, `macro_placement_set`): the placed
+graph is the environment's finished observation (positions of every macro as node features);
+the explicit features estimate wirelength, density and congestion on a fixed grid over the unit
+canvas; the target is the reward (-proxy cost) itself. An action there is a cell of the
+netlist's own grid and soft macros are placed after the last one, so `assign` does not apply:
+the model scores finished placements (measured fidelity in the README).
+
 Partial placements (unplaced nodes) are valid input, but the model is trained on finished
 ones only; the imagined environment scores the final assignment.
 """

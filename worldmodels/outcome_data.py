@@ -1,5 +1,9 @@
 """Finished real placements for the outcome model: diverse episodes of the placement envs.
 
+(``MacroPlacement-v0`` has its own store and collector, `MacroOutcomeData` and
+`collect_macro_outcomes`, at the end of this module: its placements are positions, not
+action sequences, and include annealed and perturbed ones.)
+
 `collect_outcomes(env_id, graphs, episodes_per_graph, seed, env_kwargs)` runs complete
 episodes of ``DevicePlacement-v0`` or ``MemoryPlacement-v0`` on the real environment and
 keeps, per episode, the actions taken and the final (only non-zero) reward. The final
