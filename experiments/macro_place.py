@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["time_limit"] = args.time_limit
         out["anneal_start"] = args.anneal_start
         out["trace"] = [[round(t, 2), round(v, 6)] for t, v in res.trace[:: max(1, len(res.trace) // 50)]]
+        out["moves"] = res.moves
     if args.out:
         write_plc(args.out, nl, res.placement, header, costs=c.as_dict(), source=source,
                   comments=(f"sysworld experiments.macro_place --method {args.method} --seed {args.seed}",))

@@ -1,12 +1,15 @@
 """Train and evaluate the outcome model (`worldmodels.outcome`) of a placement environment.
 
-    python -m experiments.train_outcome_model [--preset device_placement|memory_placement|tiny] \\
+    python -m experiments.train_outcome_model [--preset device_placement|memory_placement|macro_placement|tiny] \\
         --env DevicePlacement-v0 --graphs inception_v3,resnet50,nasnet_a,bert --unseen resnext50 \\
         --episodes 400 --logdir runs/outcome [--outcome.steps 1500 --outcome.rank_coef 1 ...]
 
 Collects ``--episodes`` finished real episodes per training graph with the diverse behaviour
 policies of `worldmodels.outcome_data` (random, sticky, softmax with a temperature, perturbed
-baselines), holds out ``--held_out`` of each graph's placements, collects
+baselines; for ``MacroPlacement-v0`` ``--graphs`` are netlists, ``ariane133`` or ``gen:SEED``,
+and ``--episodes`` placements per netlist: episodes, annealed and perturbed placements,
+`worldmodels.outcome_data.collect_macro_outcomes`), holds out ``--held_out`` of each
+graph's placements (of its chains, for macro placement), collects
 ``--unseen_episodes`` on ``--unseen`` (a graph never trained on), trains the model
 (``--outcome.*``, `worldmodels.outcome.OutcomeConfig`) and prints the fidelity table
 (`worldmodels.fidelity.outcome_metrics`: MAE vs predict-the-mean, Spearman and Kendall
@@ -43,6 +46,8 @@ class OutcomeRunConfig:
     devices: str = "gpu4"               # DevicePlacement: device-set preset
     groups: int = 16                    # DevicePlacement: ops per step (0 = one op per step)
     reward: str = "speedup"             # DevicePlacement: neg_runtime | neg_sqrt_runtime | speedup
+    fd_steps: int = 100                 # MacroPlacement: force-directed steps per stage (episodes' soft macros)
+    anneal_moves: int = 800             # MacroPlacement: most annealing proposals per annealed snapshot
     logdir: str = "runs/outcome"
     seed: int = 0
     progress: bool = True
@@ -55,6 +60,17 @@ def memory_placement_config() -> OutcomeRunConfig:
                                              "unseen": "inception_v3", "episodes": 300, "unseen_episodes": 150})
 
 
+def macro_placement_config() -> OutcomeRunConfig:
+    """MacroPlacement-v0 on ariane133 and four generated netlists, a fifth unseen; the
+    ``--episodes`` are placements per netlist (episodes and what is annealed or perturbed
+    from them, `worldmodels.outcome_data.collect_macro_outcomes`); 1000 training steps
+    (every placement is padded to ariane133's 1,410 objects, so a step costs ~4x a
+    generated netlist's)."""
+    return replace_path(OutcomeRunConfig(), {"env": "MacroPlacement-v0", "graphs": "ariane133,gen:1,gen:2,gen:3,gen:4",
+                                             "unseen": "gen:5", "episodes": 150, "unseen_episodes": 100,
+                                             "outcome.steps": 1000})
+
+
 def tiny_config() -> OutcomeRunConfig:
     """Seconds-long smoke run (tests, CI)."""
     return replace_path(OutcomeRunConfig(), {
@@ -62,7 +78,8 @@ def tiny_config() -> OutcomeRunConfig:
         "outcome.width": 8, "outcome.depth": 0, "outcome.members": 2, "outcome.steps": 20, "outcome.batch_size": 8})
 
 
-PRESETS = {"device_placement": OutcomeRunConfig, "memory_placement": memory_placement_config, "tiny": tiny_config}
+PRESETS = {"device_placement": OutcomeRunConfig, "memory_placement": memory_placement_config,
+           "macro_placement": macro_placement_config, "tiny": tiny_config}
 
 
 def env_kwargs(cfg: OutcomeRunConfig) -> dict:
@@ -80,8 +97,9 @@ def _graphs(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     from worldmodels.fidelity import outcome_metrics
     from worldmodels.logging import write_json_atomic
-    from worldmodels.outcome import OutcomeModel, capacities, fit, placement_set, predict, save_outcome
-    from worldmodels.outcome_data import collect_outcomes
+    from worldmodels.outcome import (OutcomeModel, capacities, fit, macro_placement_set, placement_set, predict,
+                                     save_outcome)
+    from worldmodels.outcome_data import MACRO_ENV, collect_macro_outcomes, collect_outcomes
 
     cfg = parse_args(list(sys.argv[1:] if argv is None else argv), PRESETS, base=OutcomeRunConfig())
     graphs = _graphs(cfg.graphs)
@@ -95,19 +113,29 @@ def main(argv: list[str] | None = None) -> dict:
             raise ConfigError(f"{name} must be >= 1, got {v}")
     if cfg.outcome.depth < 0 or cfg.outcome.rank_coef < 0:
         raise ConfigError("--outcome.depth and --outcome.rank_coef must be >= 0")
-    kw = env_kwargs(cfg)
+    macro = cfg.env == MACRO_ENV
+    if macro and min(cfg.fd_steps, cfg.anneal_moves) < 1:
+        raise ConfigError(f"--fd_steps and --anneal_moves must be >= 1, got {cfg.fd_steps}, {cfg.anneal_moves}")
+    kw = {} if macro else env_kwargs(cfg)
     os.makedirs(cfg.logdir, exist_ok=True)
     save_config(cfg, cfg.logdir)
     t0 = time.time()
-    data = collect_outcomes(cfg.env, graphs, cfg.episodes, seed=cfg.seed, env_kwargs=kw, progress=cfg.progress)
+
+    def collect(names, n, seed):
+        if macro:
+            return collect_macro_outcomes(names, n, seed=seed, fd_steps=cfg.fd_steps, anneal_moves=cfg.anneal_moves,
+                                          progress=cfg.progress)
+        return collect_outcomes(cfg.env, names, n, seed=seed, env_kwargs=kw, progress=cfg.progress)
+
+    data = collect(graphs, cfg.episodes, cfg.seed)
     train_data, held = data.split(cfg.held_out, seed=cfg.seed)
-    unseen = (collect_outcomes(cfg.env, [cfg.unseen], cfg.unseen_episodes, seed=cfg.seed + 1, env_kwargs=kw,
-                               progress=cfg.progress) if cfg.unseen else None)
+    unseen = collect([cfg.unseen], cfg.unseen_episodes, cfg.seed + 1) if cfg.unseen else None
     stores = [d for d in (data, unseen) if d is not None]
     node_cap, edge_cap = capacities(stores)
-    sets = {"train": placement_set(train_data, node_cap, edge_cap), "held_out": placement_set(held, node_cap, edge_cap)}
+    to_set = macro_placement_set if macro else placement_set
+    sets = {"train": to_set(train_data, node_cap, edge_cap), "held_out": to_set(held, node_cap, edge_cap)}
     if unseen is not None:
-        sets["unseen"] = placement_set(unseen, node_cap, edge_cap)
+        sets["unseen"] = to_set(unseen, node_cap, edge_cap)
     t_data = time.time() - t0
     train = sets["train"]
     model = OutcomeModel(cfg.outcome, data.layout, log_target=bool((train.reward > 0).all()))

@@ -51,6 +51,13 @@ Architecture (and why)
     score is the members' mean in target space, their std an uncertainty
     (`OutcomeModel.score_with_std`).
 
+``MacroPlacement-v0`` (`macro_layout`, `macro_features`, `macro_placement_set`): the placed
+graph is the environment's finished observation (positions of every macro as node features);
+the explicit features estimate wirelength, density and congestion on a fixed grid over the unit
+canvas; the target is the reward (-proxy cost) itself. An action there is a cell of the
+netlist's own grid and soft macros are placed after the last one, so `assign` does not apply:
+the model scores finished placements (measured fidelity in the README).
+
 Partial placements (unplaced nodes) are valid input, but the model is trained on finished
 ones only; the imagined environment scores the final assignment.
 """
@@ -69,7 +76,9 @@ import optax
 from encoders.gn import GNBlock
 from encoders.layers import MLP, edge_graph_index, node_graph_index, segment_max0, segment_mean
 
-DEVICE, MEMORY = "device", "memory"
+DEVICE, MEMORY, MACRO = "device", "memory", "macro"
+#: grid (per side, over the unit canvas) of the macro-placement features (`macro_features`)
+MACRO_GRID = 24
 
 
 # ----------------------------------------------------------------------------- layout
@@ -146,8 +155,28 @@ def layout_of(env) -> Layout:
         k = env._wcol - 3
         return Layout(MEMORY, M * M, 1, act, clear, env._wcol + M, M,
                       {"flops": k, "w_bytes": k + 1, "a_bytes": k + 2, "w_level": env._wcol, "a_level": env._acol})
+    from systems_envs.chip.env import MacroPlacementEnv
+
+    if isinstance(env, MacroPlacementEnv):
+        return macro_layout(env.max_cells)
     raise ValueError(f"outcome model: no assignment layout for environment {type(env).__name__} "
-                     "(DevicePlacement-v0 and MemoryPlacement-v0 only)")
+                     "(DevicePlacement-v0, MemoryPlacement-v0 and MacroPlacement-v0 only)")
+
+
+def macro_layout(n_actions: int, grid: int = MACRO_GRID) -> Layout:
+    """The `Layout` of ``MacroPlacement-v0`` observations (`systems_envs.chip.env`, 10 node
+    features). It is for scoring finished placements only: an action puts the current macro
+    on a cell of its netlist's own grid and the soft macros are placed by force-directed
+    placement afterwards, so an assignment is not a fixed feature row (``action_cols`` is
+    empty and `assign` refuses this layout). ``cols`` names the feature columns
+    `macro_features` reads and its ``grid``."""
+    from systems_envs.chip.env import NODE_FEATURES
+
+    cols = {"is_port": 0, "is_hard": 1, "is_soft": 2, "width": 3, "height": 4, "placed": 5, "x": 6, "y": 7,
+            "grid": int(grid)}
+    clear = np.zeros(NODE_FEATURES, bool)
+    clear[[5, 6, 7, 8]] = True
+    return Layout(MACRO, int(n_actions), 1, np.zeros((0, NODE_FEATURES), np.float32), clear, -1, 0, cols)
 
 
 def node_steps(layout: Layout, nodes, n_node):
@@ -167,6 +196,9 @@ def assign(layout: Layout, nodes, steps, actions):
     ``steps[i]`` >= 0 (see `node_steps`) and a taken action ``actions[steps[i]]`` >= 0 gets
     `Layout.action_cols` of that action in place of its `Layout.clear_cols`; other rows are
     unchanged. NumPy or JAX (jit / vmap-able)."""
+    if layout.kind == MACRO:
+        raise ValueError("outcome model: MacroPlacement-v0 assignments are not feature rows (score finished "
+                         "placements, see `macro_layout`)")
     xp = jnp if isinstance(nodes, jax.Array) or isinstance(actions, jax.Array) else np
     s = xp.asarray(actions).shape[0]
     a = xp.where((steps >= 0) & (steps < s), xp.asarray(actions)[xp.clip(steps, 0, s - 1)], -1)
@@ -296,6 +328,84 @@ def _longest_path(cost, senders, receivers, edge_w, nidx, g):
     return jax.ops.segment_max(f, nidx, g)
 
 
+def _top_mean(maps, fraction: float):
+    """[B] mean of the floor(fraction x cells) largest cells of maps [B, ...] (at least one)."""
+    v = maps.reshape(maps.shape[0], -1)
+    k = max(int(np.floor(v.shape[1] * fraction)), 1)
+    return jax.lax.top_k(v, k)[0].mean(-1)
+
+
+def macro_features(layout: Layout, pg: PlacedGraph):
+    """[B, 14] explicit features of macro placements (leading dims of ``pg`` -> B), the
+    proxy cost's three terms estimated from the node and edge features on a ``grid`` x
+    ``grid`` grid over the unit canvas (positions and sizes are canvas fractions):
+
+    * wirelength: weighted Manhattan length of the object-pair edges (weight = expm1 of
+      the edge feature, the nets' total weight) over the total weight, and the same over
+      the edges between hard macros and ports only;
+    * density: every macro's (hard and soft) overlap with each cell over the cell's area;
+      the mean of the top 10% and 5% cells, the maximum and the mean; the top 10% of the
+      hard macros' map alone;
+    * routing: each edge as an L route (horizontal on the sender's row across the columns
+      it spans, vertical on the receiver's column across the rows it spans), weighted,
+      per cell over the total weight / grid: the top 5% of the horizontal, the vertical
+      and both maps; macro blockage: the hard macros' height share of each row in the
+      columns they touch (and width share of each column in the rows they touch), top
+      5% of both maps, and of routing + blockage (the congestion map's two parts at an
+      assumed equal scale);
+    * log sizes: log1p(nodes) / 10 and log1p(total edge weight) / 10.
+
+    The real netlist's grid and routing capacities are not in the observation, so these are
+    estimates; the model learns how they combine."""
+    c = layout.cols
+    G = int(c["grid"])
+    nc, f = pg.nodes.shape[-2:]
+    ec = pg.senders.shape[-1]
+    x = pg.nodes.reshape(-1, nc, f)
+    b = x.shape[0]
+    snd, rcv = pg.senders.reshape(b, ec), pg.receivers.reshape(b, ec)
+    real_n = (jnp.arange(nc)[None] < pg.n_node.reshape(b, 1)).astype(x.dtype)
+    real_e = (jnp.arange(ec)[None] < pg.n_edge.reshape(b, 1)).astype(x.dtype)
+    px, py, w, h = x[..., c["x"]], x[..., c["y"]], x[..., c["width"]], x[..., c["height"]]
+    hard = x[..., c["is_hard"]] * real_n
+    macro = (x[..., c["is_hard"]] + x[..., c["is_soft"]]) * real_n
+    fixed = (x[..., c["is_hard"]] + x[..., c["is_port"]]) * real_n
+    lo = jnp.arange(G, dtype=x.dtype) / G
+
+    def cover(centre, size):   # [B, N, G] overlap with each grid band, as a fraction of the band
+        a, z = (centre - size / 2)[..., None], (centre + size / 2)[..., None]
+        return jnp.clip(jnp.minimum(z, lo + 1.0 / G) - jnp.maximum(a, lo), 0.0, None) * G
+
+    ox, oy = cover(px, w), cover(py, h)
+    dens = jnp.einsum("bnr,bnc->brc", oy * macro[..., None], ox)
+    hard_d = jnp.einsum("bnr,bnc->brc", oy * hard[..., None], ox)
+    block_h = jnp.einsum("bnr,bnc->brc", oy * hard[..., None], (ox > 0).astype(x.dtype))
+    block_v = jnp.einsum("bnr,bnc->brc", (oy > 0).astype(x.dtype) * hard[..., None], ox)
+    take = lambda v, i: jnp.take_along_axis(v, i, 1)  # noqa: E731
+    xs, ys, xr, yr = take(px, snd), take(py, snd), take(px, rcv), take(py, rcv)
+    ew = jnp.expm1(pg.edges.reshape(b, ec, -1)[..., 0]) * real_e
+    tot = jnp.maximum(ew.sum(-1), 1e-9)
+    man = jnp.abs(xs - xr) + jnp.abs(ys - yr)
+    fw = ew * take(fixed, snd) * take(fixed, rcv)
+    wl = (ew * man).sum(-1) / tot
+    wl_fixed = (fw * man).sum(-1) / jnp.maximum(fw.sum(-1), 1e-9)
+    band = lambda v: jnp.clip(jnp.floor(v * G), 0, G - 1).astype(jnp.int32)  # noqa: E731
+    idx = jnp.arange(G)
+    span = lambda a, z: ((idx >= band(jnp.minimum(a, z))[..., None])  # noqa: E731
+                         & (idx <= band(jnp.maximum(a, z))[..., None])).astype(x.dtype)
+    one = lambda v: jax.nn.one_hot(band(v), G, dtype=x.dtype)  # noqa: E731
+    scale = (G / tot)[:, None, None]
+    route_h = jnp.einsum("ber,bec->brc", one(ys) * ew[..., None], span(xs, xr)) * scale
+    route_v = jnp.einsum("ber,bec->brc", span(ys, yr) * ew[..., None], one(xr)) * scale
+    both = lambda u, v: jnp.concatenate([u.reshape(b, -1), v.reshape(b, -1)], -1)  # noqa: E731
+    return jnp.stack([
+        wl, wl_fixed, _top_mean(dens, 0.1), _top_mean(dens, 0.05), dens.reshape(b, -1).max(-1),
+        dens.reshape(b, -1).mean(-1), _top_mean(hard_d, 0.1), _top_mean(route_h, 0.05), _top_mean(route_v, 0.05),
+        _top_mean(both(route_h, route_v), 0.05), _top_mean(both(block_h, block_v), 0.05),
+        _top_mean(both(route_h + block_h, route_v + block_v), 0.05),
+        jnp.log1p(real_n.sum(-1)) / 10.0, jnp.log1p(tot) / 10.0], -1)
+
+
 # ----------------------------------------------------------------------------- network
 
 
@@ -354,6 +464,8 @@ class OutcomeModel:
         when ``cfg.features`` is off. A function of the data alone: training computes it once."""
         if not self.cfg.features:
             return None
+        if self.layout.kind == MACRO:
+            return macro_features(self.layout, pg)
         return assignment_features(self.layout, placed_graphs_tuple(pg))[::2]
 
     def raw(self, params, pg: PlacedGraph, feats=None) -> jnp.ndarray:
@@ -446,6 +558,22 @@ def placement_set(data, node_cap: int, edge_cap: int, valid_only: bool = True) -
         rows.append(t._replace(nodes=assign(data.layout, t.nodes, steps[g], data.actions[i])))
     placed = PlacedGraph(*(np.stack(x) for x in zip(*rows)))
     return PlacementSet(placed, data.reward[keep].astype(np.float32), data.graph[keep].astype(np.int32))
+
+
+def macro_placement_set(data, node_cap: int, edge_cap: int) -> PlacementSet:
+    """`worldmodels.outcome_data.MacroOutcomeData` -> its placed graphs (each netlist's
+    finished observation with the placement's node features)."""
+    if not len(data):
+        raise ValueError("outcome model: no macro placements in this set")
+    templates = [pad_observation(o, node_cap, edge_cap) for o in data.start_obs]
+    rows = []
+    for g, x in zip(data.graph, data.nodes):
+        t = templates[int(g)]
+        nodes = t.nodes.copy()
+        nodes[:len(x)] = x
+        rows.append(t._replace(nodes=nodes))
+    placed = PlacedGraph(*(np.stack(x) for x in zip(*rows)))
+    return PlacementSet(placed, data.reward.astype(np.float32), data.graph.astype(np.int32))
 
 
 # ----------------------------------------------------------------------------- training

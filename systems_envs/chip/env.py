@@ -203,6 +203,21 @@ class MacroPlacementEnv(gym.Env):
         out[:len(ok)] = ok
         return out
 
+    def finished_observation(self, case: int, placement: Placement) -> dict:
+        """The observation a finished episode of pool entry ``case`` ends with when its final
+        placement (hard and soft macros) is ``placement``: every node placed, no current
+        macro, an all-zero mask. For placements made outside the environment (annealing,
+        perturbations) that an outcome model should score like the environment's own. Does
+        not change the environment's episode state."""
+        saved = (self._case, self._pl, self._placed, self._k, self._done)
+        c = self.cases[case]
+        self._case, self._pl, self._placed, self._k, self._done = c, placement, np.ones(c.nl.num_objects, bool), \
+            len(c.order), True
+        try:
+            return self._obs(np.zeros(self.max_cells, np.int8))
+        finally:
+            self._case, self._pl, self._placed, self._k, self._done = saved
+
     @property
     def placement(self) -> Placement:
         return self._pl.copy()

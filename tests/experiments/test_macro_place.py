@@ -37,6 +37,8 @@ def test_anneal_short_run_in_process_is_legal_and_better(capsys):
     out = macro_place.main(["ariane133", "--method", "anneal", "--time-limit", "3", "--seed", "1"])
     assert out["legal"] and out["proxy_cost"] < 0.7568      # the legalised initial.plc scores 0.7568
     assert out["trace"][0][1] >= out["proxy_cost"]
+    assert set(out["moves"]) == {"swap", "shift", "move", "flip", "soft", "nudge", "soft_hot"}
+    assert sum(m["accepted"] for m in out["moves"].values()) > 0
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -108,11 +108,15 @@ def test_baselines_on_generated_netlist():
     assert g.costs.wirelength_cost < r.costs.wirelength_cost
     a = anneal(nl, header, g.placement, max_moves=400, fd_every=0, seed=1)
     assert is_legal(nl, header, a.placement)
+    assert sum(m["proposed"] for m in a.moves.values()) == 400 and a.moves["soft_hot"]["proposed"] > 0
+    assert all(0 <= m["accepted"] <= m["proposed"] for m in a.moves.values())
     assert a.costs.proxy_cost <= g.costs.proxy_cost + 1e-12
     assert a.costs.proxy_cost == pytest.approx(evaluate(nl, header, a.placement).proxy_cost)
     assert initial(nl, header, pl).costs == evaluate(nl, header, pl)
     with pytest.raises(ValueError, match="not legal"):
         anneal(nl, header, pl, max_moves=1)
+    with pytest.raises(ValueError, match="needs 7 non-negative"):
+        anneal(nl, header, g.placement, max_moves=1, move_probs=(1, 1, 1, 1, 1))
 
 
 def test_legalize_ariane_initial(ariane):
