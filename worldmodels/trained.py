@@ -186,19 +186,41 @@ class TrainedRun:
                               num_simulations=simulations, method=method)
         return cache[key]
 
+    def _mcts_search_fn(self, simulations: int, replan: int):
+        """Jitted: (MCTSState, model observation [1], key) -> the first ``replan`` actions of
+        the best path and their validity ([1, replan] each)."""
+        mcts = self.mcts(simulations)
+        cache = self.__dict__.setdefault("_mcts_search", {})
+        if (simulations, replan) not in cache:
+            cache[(simulations, replan)] = jax.jit(lambda st, o, k: _search_pv(mcts, st, o, k, replan))
+        return cache[(simulations, replan)]
+
+    def warm_up(self, search: str, width: int = 1, simulations: int = 32, replan: int = 1) -> float:
+        """Compile what ``optimise(search, ...)`` runs (for this graph's capacity) without
+        stepping the environment; returns the seconds it took."""
+        from controllers.mcts import MCTSState
+
+        t0 = time.perf_counter()
+        obs, _ = self.env.reset(seed=0)
+        if search == "mcts":
+            fn = self._mcts_search_fn(simulations, replan)
+            st = MCTSState((self.wm_params, jnp.int32(self.cfg.env.max_steps)), self.agent_state.params)
+            jax.block_until_ready(fn(st, self.encode([obs]), jax.random.key(0)))
+        else:
+            self.policy_logp([obs], batch=1 if search == "policy" else width)
+        return time.perf_counter() - t0
+
     def _mcts(self, obs, simulations, replan, seed, progress) -> SearchResult:
         from controllers.mcts import MCTSState
 
         if replan < 1:
             raise ValueError(f"replan must be >= 1, got {replan}")
-        mcts = self.mcts(simulations)
+        search = self._mcts_search_fn(simulations, replan)
         env = self.env
         t0 = time.perf_counter()
         cost0 = env.index.cost
         best = (cost0, env.graph.copy(), [])
         rewrites, steps, done, key = [], 0, False, jax.random.key(seed)
-        search = self.__dict__.setdefault("_mcts_search", {}).setdefault(
-            (simulations, replan), jax.jit(lambda st, o, k: _search_pv(mcts, st, o, k, replan)))
         while not done:
             key, k = jax.random.split(key)
             model = self.encode([obs])
