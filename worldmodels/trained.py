@@ -114,6 +114,7 @@ class TrainedRun:
     agent_state: Any
     wm: Any = None
     wm_params: Any = None
+    jitted: dict = dataclasses.field(default_factory=dict)   # compiled functions, shared by runs of one checkpoint
 
     @property
     def model_based(self) -> bool:
@@ -129,7 +130,7 @@ class TrainedRun:
         k = len(observations)
         buckets = Buckets(nodes=(next_pow2(k * self.env.max_nodes + 1),), edges=(next_pow2(k * self.env.max_edges),))
         b = batch_observations(observations, buckets, n_graph=k + 1)
-        lat, slots = self._encode_fn(self.wm_params, b.graphs, b.candidate_rule, b.candidate_nodes, b.candidate_reward)
+        lat, slots = self.jitted["encode"](self.wm_params, b.graphs, b.candidate_rule, b.candidate_nodes, b.candidate_reward)
         return dict(model_obs(lat, slots, jnp.asarray(b.action_mask)), slot_conflicts=slots.conflicts)
 
     def policy_logp(self, observations: list[dict], batch: int | None = None) -> np.ndarray:
@@ -140,14 +141,14 @@ class TrainedRun:
         obs = list(observations) + [observations[0]] * (batch - n)
         feats = self.encode(obs) if self.model_based else {
             k: np.stack([np.asarray(o[k]) for o in obs]) for k in obs[0]}
-        return np.asarray(self._logp_fn(self.agent_state.params, feats))[:n]
+        return np.asarray(self.jitted["logp"](self.agent_state.params, feats))[:n]
 
     def __post_init__(self):
-        agent = self.agent
-        self._logp_fn = jax.jit(jax.vmap(lambda p, o: agent.distribution(p, o)[0], in_axes=(None, 0)))
-        if self.wm is not None:
-            wm = self.wm
-            self._encode_fn = jax.jit(lambda p, g, r, n, cr: wm.encode(p, g, r, n, r.shape[0], cr))
+        agent, wm = self.agent, self.wm
+        if "logp" not in self.jitted:
+            self.jitted["logp"] = jax.jit(jax.vmap(lambda p, o: agent.distribution(p, o)[0], in_axes=(None, 0)))
+        if wm is not None and "encode" not in self.jitted:
+            self.jitted["encode"] = jax.jit(lambda p, g, r, n, cr: wm.encode(p, g, r, n, r.shape[0], cr))
 
     # ------------------------------------------------------------------ searches
     def optimise(self, search: str = "policy", width: int = 4, expand: int | None = None,
@@ -177,8 +178,8 @@ class TrainedRun:
         from controllers.mcts import MCTS
         from worldmodels.loop import DreamEnv
 
-        key = (simulations, method)
-        cache = self.__dict__.setdefault("_mcts_cache", {})
+        key = ("mcts", simulations, method)
+        cache = self.jitted
         if key not in cache:
             dream = DreamEnv(self.wm, max_steps=self.cfg.env.max_steps)
             net = self.agent.net
@@ -190,10 +191,10 @@ class TrainedRun:
         """Jitted: (MCTSState, model observation [1], key) -> the first ``replan`` actions of
         the best path and their validity ([1, replan] each)."""
         mcts = self.mcts(simulations)
-        cache = self.__dict__.setdefault("_mcts_search", {})
-        if (simulations, replan) not in cache:
-            cache[(simulations, replan)] = jax.jit(lambda st, o, k: _search_pv(mcts, st, o, k, replan))
-        return cache[(simulations, replan)]
+        key = ("mcts_search", simulations, replan)
+        if key not in self.jitted:
+            self.jitted[key] = jax.jit(lambda st, o, k: _search_pv(mcts, st, o, k, replan))
+        return self.jitted[key]
 
     def warm_up(self, search: str, width: int = 1, simulations: int = 32, replan: int = 1) -> float:
         """Compile what ``optimise(search, ...)`` runs (for this graph's capacity) without
@@ -280,6 +281,11 @@ def _env_for(cfg, graph, cost: str, rules):
                            cost_model=make_cost_model(cost))
 
 
+#: loaded checkpoints: (run dir, step, checkpoint mtime) -> (agent, agent state, world model,
+#: its params, compiled functions); a second graph of the same run reuses them
+_LOADED: dict[tuple, tuple] = {}
+
+
 def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
     """Load the latest checkpoint of ``run_dir`` (see the module docstring) for ``graph`` (a
     built-in name, a file, or a `Graph`), costed with the cost model named ``cost``.
@@ -315,10 +321,14 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
         ck.check_compatible(meta, step)
         env = _env_for(cfg, graph, cost, rules)
         obs, _ = env.reset(seed=0)
+        cache_key = (run_dir, step, os.path.getmtime(os.path.join(ckdir, str(step))))
+        if cache_key in _LOADED:
+            return TrainedRun(run_dir, cfg, step, env, *_LOADED[cache_key])
         model_based = cfg.loop.mode == "model_based"
         key = jax.random.key(cfg.seed)
         num_rules = len(rules)
         kw = {**to_dict(cfg.controller.ppo), "num_rules": max(cfg.controller.ppo.num_rules, num_rules + 1)}
+        jitted: dict = {}
         template: dict[str, Any] = {"env_steps": 0, "iteration": 0, "wall": 0.0, "key": jax.random.fold_in(key, 7)}
         wm = None
         if model_based:
@@ -338,7 +348,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
             wm = WorldModel.create(cfg.model, "rewrite", cfg.env.max_candidates, num_rules)
             template["wm"] = Trainer(wm).init(wm.init(jax.random.fold_in(key, 1), replay))
             agent = LatentPPO(**kw)
-            half = TrainedRun(run_dir, cfg, step, env, agent, None, wm, template["wm"].params)
+            half = TrainedRun(run_dir, cfg, step, env, agent, None, wm, template["wm"].params, jitted)
             example = jax.tree.map(lambda x: x[0], half.encode([obs]))
             example.pop("slot_conflicts")
             template["agent"] = agent.init(jax.random.fold_in(key, 2), example)
@@ -348,7 +358,8 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
         state, _ = ck.restore(template, step)
     finally:
         ck.close()
-    return TrainedRun(run_dir, cfg, step, env, agent, state["agent"], wm, state["wm"].params if wm else None)
+    _LOADED[cache_key] = (agent, state["agent"], wm, state["wm"].params if wm else None, jitted)
+    return TrainedRun(run_dir, cfg, step, env, *_LOADED[cache_key])
 
 
 def _check_features(run_dir: str, replay, obs: dict) -> None:
