@@ -81,6 +81,16 @@ def test_trained_optimiser_end_to_end(tmp_path, capsys):
         assert s["policy_search"] == "beam" and s["cost_after_ms"] < s["cost_before_ms"] and s["rewrites"] > 0
         _assert_same(src, out, model.inputs)
 
+    from experiments.bench_plan import main as bench
+
+    b = bench(["--checkpoint", str(run_dir), "--graphs", "squeezenet", "--beams", "2", "--simulations", "4",
+               "--replan", "1,2", "--backtrack-budget", "2"])
+    assert _last_json(capsys) == b
+    rows = {(r["method"], r["budget"]): r for r in b["rows"]}
+    assert set(rows) == {("greedy", "-"), ("backtracking", 2), ("policy", "-"), ("beam", "K=2"),
+                         ("mcts", "N=4,R=1"), ("mcts", "N=4,R=2")}
+    assert all(r["split"] == "train" and r["reduction"] >= 0 and r["seconds"] > 0 for r in b["rows"])
+
     base = ["squeezenet", "--search", "policy", "--checkpoint"]
     bad = tmp_path / "bad"
     shutil.copytree(run_dir, bad)
