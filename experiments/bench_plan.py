@@ -1,7 +1,8 @@
 """Quality against wall time of a trained optimiser's test-time searches and the search baselines.
 
     python -m experiments.bench_plan --checkpoint RUN_DIR [--graphs resnet50,vit]
-        [--beams 2,4] [--simulations 8,32] [--replan 1,4] [--backtrack-budget 200] [--cost v100]
+        [--beams 2,4] [--simulations 8,32] [--replan 1,4] [--episodes 1] [--backtrack-budget 200]
+        [--cost v100]
 
 For each graph (a GRAPH as `experiments.optimize` takes it; ``held-out`` in the table when
 the run did not train on it) it runs: greedy; backtracking (``--backtrack-budget``
@@ -10,7 +11,9 @@ dequeues); the run's policy alone; the policy guiding a beam search of each widt
 each number of simulations in ``--simulations`` per real step, re-rooted every R real steps
 for each R in ``--replan`` (R > 1 plays R steps of the tree's best path over the root's
 candidate slots only: the measure of what carrying the start state's slots costs; see
-`worldmodels.trained`). Each learned search is compiled first (`TrainedRun.warm_up`), so the
+`worldmodels.trained`); ``--episodes`` chains episodes as `experiments.optimize` does (default
+1 here: one episode of the run's length). Each learned search is compiled first
+(`TrainedRun.warm_up`), so the
 seconds are search time, as the baselines' are. Reports cost reduction (``1 - after /
 before``, the searches return the cheapest graph seen), seconds and real environment steps;
 the table goes to stdout, the last line is a JSON object with every row.
@@ -41,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--beams", default="2,4", help="beam widths")
     p.add_argument("--simulations", default="8,32", help="MCTS simulations per real step (model-based runs)")
     p.add_argument("--replan", default="1,4", help="MCTS: real steps played per search")
+    p.add_argument("--episodes", type=int, default=1, help="episodes chained per learned search (see optimize)")
     p.add_argument("--backtrack-budget", type=int, default=200, help="backtracking dequeues")
     p.add_argument("--cost", default="v100", choices=COST_MODEL_NAMES)
     return p.parse_args(argv)
@@ -59,6 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--graphs: give at least one graph")
     beams, sims, replans = _ints(args.beams, "--beams"), _ints(args.simulations, "--simulations"), \
         _ints(args.replan, "--replan")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.backtrack_budget < 1:
         raise ValueError(f"--backtrack-budget must be >= 1, got {args.backtrack_budget}")
     cost_model = make_cost_model(args.cost)
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         for search, width, n, rp in searches:
             run.warm_up(search, width=width, simulations=n or 1, replan=rp)
             t0 = time.perf_counter()
-            r = run.optimise(search, width=width, simulations=n or 1, replan=rp)
+            r = run.optimise(search, width=width, simulations=n or 1, replan=rp, episodes=args.episodes)
             r.seconds = time.perf_counter() - t0
             budget = {"policy": "-", "beam": f"K={width}", "mcts": f"N={n},R={rp}"}[search]
             add(g, split, search, budget, r, r.expanded)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     for x in rows:
         print(f"| {x['graph']} | {x['split']} | {x['method']} | {x['budget']} | {100 * x['reduction']:.2f}% | "
               f"{x['seconds']:.2f} | {x['steps']} |")
-    summary = {"checkpoint": args.checkpoint, "cost": cost_model.name, "rows": rows}
+    summary = {"checkpoint": args.checkpoint, "cost": cost_model.name, "episodes": args.episodes, "rows": rows}
     print(json.dumps(summary))
     return summary
 

@@ -4,7 +4,7 @@
         [--alpha A] [--cost NAME] [--seed S] [--out OUT.onnx] [--no-taso]
         [--verify [--rounds R] [--threads T] [--write-optimized]]
     python -m experiments.optimize GRAPH --search policy --checkpoint RUN_DIR
-        [--beam K | --simulations N [--replan R]] [--out OUT.onnx] ...
+        [--beam K | --simulations N [--replan R]] [--episodes E] [--out OUT.onnx] ...
 
 GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. ``--cost`` names the
 cost model the search minimises (``v100`` analytic roofline by default; ``ort-cpu``:
@@ -17,6 +17,8 @@ onnxruntime on this CPU, fusion-aware; ``e2e``: whole graphs timed in onnxruntim
 rewrite until it stops), guiding a beam search of width ``--beam K`` on the real simulator,
 or choosing each rewrite by ``--simulations N`` MCTS simulations in the run's world model
 (model-based runs; the search is re-rooted every ``--replan R`` real steps, default 1).
+An episode lasts the run's ``env.max_steps`` rewrites; ``--episodes E`` (default 10) chains up
+to E episodes, each from the previous one's best graph, while they lower the cost.
 ``--beam`` and ``--simulations`` are the test-time budget: more is slower and finds at least
 as much in the search (`experiments.bench_plan` measures it). It always runs on the
 hand-written + TASO rules the run trained with (``--no-taso`` does not apply). The optimised
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--simulations", type=int, default=None,
                    help="--search policy: MCTS simulations per real step in the world model")
     p.add_argument("--replan", type=int, default=1, help="--simulations: real steps played per search")
+    p.add_argument("--episodes", type=int, default=10,
+                   help="--search policy: episodes chained from the previous best graph while the cost drops")
     p.add_argument("--budget", type=int, default=None, help="dequeues (backtrack) / steps (random, greedy)")
     p.add_argument("--alpha", type=float, default=1.05, help="backtracking relaxation factor")
     p.add_argument("--cost", "--device", dest="cost", default="v100", choices=COST_MODEL_NAMES,
@@ -103,8 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError("give --beam K or --simulations N, not both")
         if (args.beam is not None and args.beam < 1) or (args.simulations is not None and args.simulations < 1):
             raise ValueError("--beam and --simulations must be >= 1")
-        if args.replan < 1:
-            raise ValueError(f"--replan must be >= 1, got {args.replan}")
+        if args.replan < 1 or args.episodes < 1:
+            raise ValueError(f"--replan and --episodes must be >= 1, got {args.replan} and {args.episodes}")
         if args.no_taso:
             raise ValueError("--no-taso does not apply to --search policy (it uses the rules its run trained with)")
         if args.budget is not None:
@@ -145,7 +149,7 @@ def _policy_main(args, graph, cost_model) -> dict:
           f"{how}, cost model {cost_model.name}", flush=True)
     ops_before = graph.num_ops()
     result = run.optimise(search, width=args.beam or 1, simulations=args.simulations or 1, replan=args.replan,
-                          seed=args.seed, progress=lambda msg: print(msg, flush=True))
+                          episodes=args.episodes, seed=args.seed, progress=lambda msg: print(msg, flush=True))
     err = _check_equivalent(graph, result.graph, seed=args.seed)
     print(f"equivalent to the input: largest output difference {err:.2e} of the output's magnitude")
     extra = {"checkpoint": run.run_dir, "checkpoint_step": run.step, "policy_search": search,

@@ -110,6 +110,7 @@ class TrainedRun:
     cfg: Any
     step: int
     env: Any
+    cost: str
     agent: Any
     agent_state: Any
     wm: Any = None
@@ -128,7 +129,8 @@ class TrainedRun:
         from worldmodels.loop import model_obs
 
         k = len(observations)
-        buckets = Buckets(nodes=(next_pow2(k * self.env.max_nodes + 1),), edges=(next_pow2(k * self.env.max_edges),))
+        n_cap, e_cap = (np.shape(observations[0][x])[0] for x in ("node_features", "senders"))  # the env's capacity
+        buckets = Buckets(nodes=(next_pow2(k * n_cap + 1),), edges=(next_pow2(k * e_cap),))
         b = batch_observations(observations, buckets, n_graph=k + 1)
         lat, slots = self.jitted["encode"](self.wm_params, b.graphs, b.candidate_rule, b.candidate_nodes, b.candidate_reward)
         return dict(model_obs(lat, slots, jnp.asarray(b.action_mask)), slot_conflicts=slots.conflicts)
@@ -152,23 +154,45 @@ class TrainedRun:
 
     # ------------------------------------------------------------------ searches
     def optimise(self, search: str = "policy", width: int = 4, expand: int | None = None,
-                 simulations: int = 32, replan: int = 1, seed: int = 0,
+                 simulations: int = 32, replan: int = 1, episodes: int = 1, seed: int = 0,
                  progress: Callable[[str], None] | None = None) -> SearchResult:
         """Optimise the environment's graph with ``search`` (`SEARCHES`): ``policy`` (beam of
         width 1), ``beam`` (``width`` beams, each expanded by its ``expand`` most probable
         actions, default ``width``), ``mcts`` (``simulations`` per real step, re-rooted every
-        ``replan`` real steps). Returns the cheapest graph seen (`SearchResult`)."""
+        ``replan`` real steps). An episode lasts at most the run's ``env.max_steps`` rewrites;
+        up to ``episodes`` episodes are chained, each starting from the previous one's best
+        graph, while a round lowers the cost. Returns the cheapest graph seen (`SearchResult`;
+        ``rewrites``, ``seconds`` and ``expanded`` summed over the episodes)."""
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        total, env = None, self.env
+        for r in range(episodes):
+            if r:   # the next episode starts from this one's best graph (at least the same capacity)
+                env = _env_for(self.cfg, total.graph, self.cost, env.rules, env.max_nodes, env.max_edges)
+            res = self._episode(env, search, width, expand, simulations, replan, seed, progress)
+            improved = res.cost_after < res.cost_before
+            if total is None:
+                total = res
+            else:
+                total = SearchResult(res.graph, total.cost_before, res.cost_after, total.rewrites + res.rewrites,
+                                     total.seconds + res.seconds, total.expanded + res.expanded)
+            if not improved:
+                break
+        return total
+
+    def _episode(self, env, search, width, expand, simulations, replan, seed, progress) -> SearchResult:
+        """One episode of ``search`` on ``env`` (reset here)."""
         from controllers.beam import beam_search
 
-        obs, _ = self.env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         if search == "mcts":
-            return self._mcts(obs, simulations, replan, seed, progress)
+            return self._mcts(env, obs, simulations, replan, seed, progress)
         if search == "policy":
             width, expand = 1, 1
         expand = width if expand is None else expand
-        return beam_search(self.env, obs, lambda os_: self.policy_logp(os_, batch=width), width=width,
+        return beam_search(env, obs, lambda os_: self.policy_logp(os_, batch=width), width=width,
                            expand=expand, progress=progress)
 
     def mcts(self, simulations: int, method: str = "muzero"):
@@ -211,13 +235,12 @@ class TrainedRun:
             self.policy_logp([obs], batch=1 if search == "policy" else width)
         return time.perf_counter() - t0
 
-    def _mcts(self, obs, simulations, replan, seed, progress) -> SearchResult:
+    def _mcts(self, env, obs, simulations, replan, seed, progress) -> SearchResult:
         from controllers.mcts import MCTSState
 
         if replan < 1:
             raise ValueError(f"replan must be >= 1, got {replan}")
         search = self._mcts_search_fn(simulations, replan)
-        env = self.env
         t0 = time.perf_counter()
         cost0 = env.index.cost
         best = (cost0, env.graph.copy(), [])
@@ -260,7 +283,7 @@ def _search_pv(mcts, state, model_obs, key, length):
 # ----------------------------------------------------------------------------- loading
 
 
-def _env_for(cfg, graph, cost: str, rules):
+def _env_for(cfg, graph, cost: str, rules, min_nodes: int = 0, min_edges: int = 0):
     """The real environment of ``graph`` with the run's slots and episode length, and a node /
     edge capacity bucketed to the graph (see the module docstring)."""
     from controllers.base import next_pow2
@@ -274,8 +297,8 @@ def _env_for(cfg, graph, cost: str, rules):
     prune_dead(g)
     n = len(g)
     m = sum(len(x.inputs) for x in g.nodes.values())
-    max_nodes = max(next_pow2(2 * n + 2), cfg.env.node_capacity or 0)
-    max_edges = max(next_pow2(2 * m + 2), cfg.env.edge_capacity or 0)
+    max_nodes = max(next_pow2(2 * n + 2), cfg.env.node_capacity or 0, min_nodes)
+    max_edges = max(next_pow2(2 * m + 2), cfg.env.edge_capacity or 0, min_edges)
     return GraphRewriteEnv(g, rules=rules, max_nodes=max_nodes, max_edges=max_edges,
                            max_candidates=cfg.env.max_candidates, max_steps=cfg.env.max_steps,
                            cost_model=make_cost_model(cost))
@@ -323,7 +346,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
         obs, _ = env.reset(seed=0)
         cache_key = (run_dir, step, os.path.getmtime(os.path.join(ckdir, str(step))))
         if cache_key in _LOADED:
-            return TrainedRun(run_dir, cfg, step, env, *_LOADED[cache_key])
+            return TrainedRun(run_dir, cfg, step, env, cost, *_LOADED[cache_key])
         model_based = cfg.loop.mode == "model_based"
         key = jax.random.key(cfg.seed)
         num_rules = len(rules)
@@ -348,7 +371,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
             wm = WorldModel.create(cfg.model, "rewrite", cfg.env.max_candidates, num_rules)
             template["wm"] = Trainer(wm).init(wm.init(jax.random.fold_in(key, 1), replay))
             agent = LatentPPO(**kw)
-            half = TrainedRun(run_dir, cfg, step, env, agent, None, wm, template["wm"].params, jitted)
+            half = TrainedRun(run_dir, cfg, step, env, cost, agent, None, wm, template["wm"].params, jitted)
             example = jax.tree.map(lambda x: x[0], half.encode([obs]))
             example.pop("slot_conflicts")
             template["agent"] = agent.init(jax.random.fold_in(key, 2), example)
@@ -359,7 +382,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
     finally:
         ck.close()
     _LOADED[cache_key] = (agent, state["agent"], wm, state["wm"].params if wm else None, jitted)
-    return TrainedRun(run_dir, cfg, step, env, *_LOADED[cache_key])
+    return TrainedRun(run_dir, cfg, step, env, cost, *_LOADED[cache_key])
 
 
 def _check_features(run_dir: str, replay, obs: dict) -> None:

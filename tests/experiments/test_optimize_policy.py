@@ -62,7 +62,8 @@ def test_trained_optimiser_end_to_end(tmp_path, capsys):
     export_onnx(build_graph("squeezenet"), ref)
     for extra in ([], ["--simulations", "4"]):
         out = tmp_path / f"opt{len(extra)}.onnx"
-        s = main(["squeezenet", "--search", "policy", "--checkpoint", str(run_dir), "--out", str(out), *extra])
+        s = main(["squeezenet", "--search", "policy", "--checkpoint", str(run_dir), "--out", str(out),
+                  "--episodes", "1", *extra])
         assert _last_json(capsys) == s
         assert s["policy_search"] == ("mcts" if extra else "policy") and s["checkpoint_step"] == 16
         assert s["cost_after_ms"] <= s["cost_before_ms"] and s["max_error"] <= 1e-3
@@ -76,9 +77,11 @@ def test_trained_optimiser_end_to_end(tmp_path, capsys):
         model = torch_zoo.build("squeezenet")
         torch_zoo.export_model(model, src, opset=17, dynamo=False)
         out = tmp_path / "opt_torch.onnx"
-        s = main([str(src), "--search", "policy", "--checkpoint", str(run_dir), "--beam", "2", "--out", str(out)])
+        s = main([str(src), "--search", "policy", "--checkpoint", str(run_dir), "--beam", "2", "--out", str(out),
+                  "--episodes", "2"])
         assert _last_json(capsys) == s
         assert s["policy_search"] == "beam" and s["cost_after_ms"] < s["cost_before_ms"] and s["rewrites"] > 0
+        assert s["rewrites"] <= 16   # two chained episodes of the run's 8 steps
         _assert_same(src, out, model.inputs)
 
     from experiments.bench_plan import main as bench
