@@ -24,9 +24,6 @@ import numpy as np
 
 from systems_envs.rewrite.search import SearchResult, StructuralHasher
 
-Location = tuple[int, ...]
-
-
 class Beam(NamedTuple):
     env: object                      # a `GraphRewriteEnv` (unwrapped) in this beam's state
     obs: dict                        # its observation

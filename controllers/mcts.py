@@ -15,12 +15,14 @@ expands (PUCT can select an unvisited child for its value term alone) is a dead 
 0, discount 0, the model not stepped. Its value is that of stopping, so it can never look
 better than a legal move. After a predicted termination or truncation the discount is 0.
 
-``method``: ``muzero`` (PUCT selection, the action played is the most visited root child,
-ties to the larger Q) or ``gumbel`` (Gumbel MuZero: sequential halving at the root over the
-``max_considered`` best prior actions, deterministic with ``gumbel_scale`` 0; better with
-few simulations). Values are backed up as means (mctx), with discount ``gamma``.
+``method``: ``muzero`` (PUCT selection) or ``gumbel`` (Gumbel MuZero: sequential halving at
+the root over the ``max_considered`` best prior actions, deterministic with ``gumbel_scale``
+0). mctx backs values up as means, with discount ``gamma``. ``select``: which root action is
+played: ``max`` (default) the child with the best discovered return, a max-backup over the
+finished tree (`best_returns`; the real rewriting problem is deterministic, and a mean over a subtree undervalues a good path behind a costly first step), or
+``visits``, MuZero's most visited child (Gumbel: its own choice).
 
-`principal_variation` reads the most visited path from the root; a caller may play its first
+`principal_variation` reads the best path from the root (by ``select``); a caller may play its first
 ``k`` actions before searching again (open loop over ``k`` steps). What the model knows
 along that path is limited by the imagined environment (`worldmodels.imagined_env`): it
 carries the root's candidate slots only, so a candidate that a rewrite creates does not
