@@ -19,11 +19,12 @@ better than a legal move. After a predicted termination or truncation the discou
 the root over the ``max_considered`` best prior actions, deterministic with ``gumbel_scale``
 0). mctx backs values up as means, with discount ``gamma``. ``select``: which root action is
 played: ``max`` (default) the child with the best discovered return, a max-backup over the
-finished tree (`best_returns`; the real rewriting problem is deterministic, and a mean over a subtree undervalues a good path behind a costly first step), or
-``visits``, MuZero's most visited child (Gumbel: its own choice).
+finished tree (`best_returns`; the real rewriting problem is deterministic, and a mean over
+a subtree undervalues a good path behind a costly first step), or ``visits``, MuZero's most
+visited child (Gumbel: its own choice).
 
-`principal_variation` reads the best path from the root (by ``select``); a caller may play its first
-``k`` actions before searching again (open loop over ``k`` steps). What the model knows
+`principal_variation` reads the best path from the root (by ``select``); a caller may play
+its first ``k`` actions before searching again (open loop over ``k`` steps). What the model knows
 along that path is limited by the imagined environment (`worldmodels.imagined_env`): it
 carries the root's candidate slots only, so a candidate that a rewrite creates does not
 exist in the tree; it appears when the tree is re-rooted at the next real state.
