@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments._cli import run_main
+from experiments.bench_plan import main as bench
 from experiments.optimize import main
 
 TRAIN_FLAGS = ["--preset", "tiny", "--loop.total_env_steps", "16", "--loop.eval_every", "16",
@@ -49,15 +50,24 @@ def _last_json(capsys):
 
 
 def test_trained_optimiser_end_to_end(tmp_path, capsys):
-    """Train once (one test, so parallel workers never train twice), then: the policy alone
-    and MCTS on a built-in graph, beam search on a PyTorch export, and unusable copies of
-    the run. Every written graph computes what its input does (onnxruntime)."""
+    """Train once (one test, so parallel workers never train twice), then: the plan
+    benchmark on a built-in graph, the policy alone and MCTS on it, beam search on a PyTorch
+    export, and unusable copies of the run. Every written graph computes what its input does (onnxruntime)."""
     pytest.importorskip("onnxruntime")
     from systems_envs.graph.models import build_graph
     from systems_envs.graph.onnx_io import export_onnx
 
     run_dir = _train(tmp_path / "run")
     capsys.readouterr()
+    # first the benchmark (every method; its compiled functions are reused by the runs below)
+    b = bench(["--checkpoint", str(run_dir), "--graphs", "squeezenet", "--beams", "2", "--simulations", "4",
+               "--replan", "1,2", "--backtrack-budget", "2"])
+    assert _last_json(capsys) == b
+    rows = {(r["method"], r["budget"]): r for r in b["rows"]}
+    assert set(rows) == {("greedy", "-"), ("backtracking", 2), ("policy", "-"), ("beam", "K=2"),
+                         ("mcts", "N=4,R=1"), ("mcts", "N=4,R=2")}
+    assert all(r["split"] == "train" and r["reduction"] >= 0 and r["seconds"] > 0 for r in b["rows"])
+
     ref = tmp_path / "ref.onnx"
     export_onnx(build_graph("squeezenet"), ref)
     for extra in ([], ["--simulations", "4"]):
@@ -83,16 +93,6 @@ def test_trained_optimiser_end_to_end(tmp_path, capsys):
         assert s["policy_search"] == "beam" and s["cost_after_ms"] < s["cost_before_ms"] and s["rewrites"] > 0
         assert s["rewrites"] <= 16   # two chained episodes of the run's 8 steps
         _assert_same(src, out, model.inputs)
-
-    from experiments.bench_plan import main as bench
-
-    b = bench(["--checkpoint", str(run_dir), "--graphs", "squeezenet", "--beams", "2", "--simulations", "4",
-               "--replan", "1,2", "--backtrack-budget", "2"])
-    assert _last_json(capsys) == b
-    rows = {(r["method"], r["budget"]): r for r in b["rows"]}
-    assert set(rows) == {("greedy", "-"), ("backtracking", 2), ("policy", "-"), ("beam", "K=2"),
-                         ("mcts", "N=4,R=1"), ("mcts", "N=4,R=2")}
-    assert all(r["split"] == "train" and r["reduction"] >= 0 and r["seconds"] > 0 for r in b["rows"])
 
     base = ["squeezenet", "--search", "policy", "--checkpoint"]
     bad = tmp_path / "bad"
