@@ -161,7 +161,7 @@ class TrainedRun:
         actions, default ``width``), ``mcts`` (``simulations`` per real step, re-rooted every
         ``replan`` real steps). An episode lasts at most the run's ``env.max_steps`` rewrites;
         up to ``episodes`` episodes are chained, each starting from the previous one's best
-        graph, while a round lowers the cost. Returns the cheapest graph seen (`SearchResult`;
+        graph, while an episode lowers the cost. Returns the cheapest graph seen (`SearchResult`;
         ``rewrites``, ``seconds`` and ``expanded`` summed over the episodes)."""
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
