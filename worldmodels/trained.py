@@ -132,7 +132,8 @@ class TrainedRun:
         n_cap, e_cap = (np.shape(observations[0][x])[0] for x in ("node_features", "senders"))  # the env's capacity
         buckets = Buckets(nodes=(next_pow2(k * n_cap + 1),), edges=(next_pow2(k * e_cap),))
         b = batch_observations(observations, buckets, n_graph=k + 1)
-        lat, slots = self.jitted["encode"](self.wm_params, b.graphs, b.candidate_rule, b.candidate_nodes, b.candidate_reward)
+        lat, slots = self.jitted["encode"](self.wm_params, b.graphs, b.candidate_rule, b.candidate_nodes,
+                                           b.candidate_reward)
         return dict(model_obs(lat, slots, jnp.asarray(b.action_mask)), slot_conflicts=slots.conflicts)
 
     def policy_logp(self, observations: list[dict], batch: int | None = None) -> np.ndarray:
@@ -320,7 +321,8 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
 
     run_dir = os.path.abspath(os.fspath(run_dir))
     if not os.path.isdir(run_dir):
-        raise CheckpointError(f"run directory {run_dir} does not exist (give a --logdir of python -m experiments.train)")
+        raise CheckpointError(f"run directory {run_dir} does not exist "
+                              "(give a --logdir of python -m experiments.train)")
     try:
         cfg = load_config(run_dir)
     except ConfigError as e:

@@ -30,7 +30,8 @@ class TreeProblem:
     @staticmethod
     def obs(params, code, t):
         mask = params[1][code] & jnp.where(t < H, True, jnp.arange(A + 1) == A)
-        return {"code": jnp.asarray(code, jnp.int32), "t": jnp.asarray(t, jnp.int32), "action_mask": mask.astype(jnp.int8)}
+        return {"code": jnp.asarray(code, jnp.int32), "t": jnp.asarray(t, jnp.int32),
+                "action_mask": mask.astype(jnp.int8)}
 
     @staticmethod
     def reset(params, key, obs):
