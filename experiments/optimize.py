@@ -3,12 +3,30 @@
     python -m experiments.optimize GRAPH --search greedy|backtrack|random [--budget N]
         [--alpha A] [--cost NAME] [--seed S] [--out OUT.onnx] [--no-taso]
         [--verify [--rounds R] [--threads T] [--write-optimized]]
+    python -m experiments.optimize GRAPH --search policy --checkpoint RUN_DIR
+        [--beam K | --simulations N [--replan R]] [--episodes E] [--out OUT.onnx] ...
 
 GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. ``--cost`` names the
 cost model the search minimises (``v100`` analytic roofline by default; ``ort-cpu``:
 onnxruntime on this CPU, fusion-aware; ``e2e``: whole graphs timed in onnxruntime, slow;
 ``--device`` is an alias). ``--budget``: backtracking dequeues (default 1000), random steps
 (default 200), greedy steps (default unlimited).
+
+``--search policy`` applies the controller trained by ``python -m experiments.train
+--logdir RUN_DIR`` (its latest checkpoint; `worldmodels.trained`): alone (its most probable
+rewrite until it stops), guiding a beam search of width ``--beam K`` on the real simulator,
+or choosing each rewrite by ``--simulations N`` MCTS simulations in the run's world model
+(model-based runs; the search is re-rooted every ``--replan R`` real steps, default 1).
+An episode lasts the run's ``env.max_steps`` rewrites; ``--episodes E`` (default 10) chains up
+to E episodes, each from the previous one's best graph, while they lower the cost.
+``--beam`` and ``--simulations`` are the test-time budget: more is slower and finds at least
+as much in the search (`experiments.bench_plan` measures it). It always runs on the
+hand-written + TASO rules the run trained with (``--no-taso`` does not apply). The optimised
+graph is checked equivalent to the input: both are run by the reference executor on the same
+random inputs and weights, and an output that differs beyond float32 round-off is an error
+(summary field ``max_error``, relative to each output's largest magnitude). A run that is
+missing, corrupt, not a ppo run, or trained with another rule set or feature width is a
+one-line error.
 
 ``--verify`` times the original and the optimised model side by side in onnxruntime on
 this CPU (default session optimisations, ``--threads`` intra-op threads, default 1):
@@ -39,7 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m experiments.optimize", description=__doc__.split("\n\n")[0])
     p.add_argument("graph", help="built-in graph name, .model or .onnx file")
-    p.add_argument("--search", choices=["greedy", "backtrack", "random"], default="greedy")
+    p.add_argument("--search", choices=["greedy", "backtrack", "random", "policy"], default="greedy")
+    p.add_argument("--checkpoint", default=None, help="--search policy: run directory of python -m experiments.train")
+    p.add_argument("--beam", type=int, default=None, help="--search policy: beam width K on the real simulator")
+    p.add_argument("--simulations", type=int, default=None,
+                   help="--search policy: MCTS simulations per real step in the world model")
+    p.add_argument("--replan", type=int, default=1, help="--simulations: real steps played per search")
+    p.add_argument("--episodes", type=int, default=10,
+                   help="--search policy: episodes chained from the previous best graph while the cost drops")
     p.add_argument("--budget", type=int, default=None, help="dequeues (backtrack) / steps (random, greedy)")
     p.add_argument("--alpha", type=float, default=1.05, help="backtracking relaxation factor")
     p.add_argument("--cost", "--device", dest="cost", default="v100", choices=COST_MODEL_NAMES,
@@ -71,8 +96,27 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--rounds must be >= 3 and --threads >= 1, got {args.rounds} and {args.threads}")
     if args.write_optimized and not args.verify:
         raise ValueError("--write-optimized only applies with --verify")
+    policy_flags = [f for f, v in (("--checkpoint", args.checkpoint), ("--beam", args.beam),
+                                   ("--simulations", args.simulations)) if v is not None]
+    if args.search != "policy" and policy_flags:
+        raise ValueError(f"{', '.join(policy_flags)} only apply with --search policy")
+    if args.search == "policy":
+        if args.checkpoint is None:
+            raise ValueError("--search policy needs --checkpoint RUN_DIR (a run of python -m experiments.train)")
+        if args.beam is not None and args.simulations is not None:
+            raise ValueError("give --beam K or --simulations N, not both")
+        if (args.beam is not None and args.beam < 1) or (args.simulations is not None and args.simulations < 1):
+            raise ValueError("--beam and --simulations must be >= 1")
+        if args.replan < 1 or args.episodes < 1:
+            raise ValueError(f"--replan and --episodes must be >= 1, got {args.replan} and {args.episodes}")
+        if args.no_taso:
+            raise ValueError("--no-taso does not apply to --search policy (it uses the rules its run trained with)")
+        if args.budget is not None:
+            raise ValueError("--budget does not apply to --search policy (its budget is --beam K or --simulations N)")
     cost_model = make_cost_model(args.cost)
     graph = load_graph(args.graph, seed=args.seed)
+    if args.search == "policy":
+        return _policy_main(args, graph, cost_model)
     rules = default_rules(taso=not args.no_taso)
     print(f"{graph.summary()}")
     print(f"{len(rules)} rules, search {args.search}, cost model {cost_model.name}", flush=True)
@@ -85,6 +129,61 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs.update(max_steps=args.budget)
     ops_before = graph.num_ops()
     result = SEARCHES[args.search](graph, rules, cost_model, **kwargs)
+    return _report(args, graph, cost_model, ops_before, result, {})
+
+
+def _policy_main(args, graph, cost_model) -> dict:
+    """``--search policy``: the trained controller of ``--checkpoint`` (see the module docstring)."""
+    from worldmodels.trained import load_run
+
+    run = load_run(args.checkpoint, graph, cost=args.cost)
+    kind = "model-based" if run.model_based else "model-free"
+    if args.simulations is not None:
+        search, how = "mcts", f"MCTS, {args.simulations} simulations per real step, replan every {args.replan}"
+    elif args.beam is not None:
+        search, how = "beam", f"beam search of width {args.beam} on the real simulator"
+    else:
+        search, how = "policy", "the policy alone"
+    print(f"{graph.summary()}")
+    print(f"{kind} ppo from {run.run_dir} (checkpoint at real step {run.step}), {len(run.env.rules)} rules, "
+          f"{how}, cost model {cost_model.name}", flush=True)
+    ops_before = graph.num_ops()
+    result = run.optimise(search, width=args.beam or 1, simulations=args.simulations or 1, replan=args.replan,
+                          episodes=args.episodes, seed=args.seed, progress=lambda msg: print(msg, flush=True))
+    err = _check_equivalent(graph, result.graph, seed=args.seed)
+    print(f"equivalent to the input: largest output difference {err:.2e} of the output's magnitude")
+    extra = {"checkpoint": run.run_dir, "checkpoint_step": run.step, "policy_search": search,
+             "beam": args.beam, "simulations": args.simulations, "max_error": err}
+    return _report(args, graph, cost_model, ops_before, result, extra)
+
+
+def _check_equivalent(original, optimised, seed: int = 0, rtol: float = 1e-3) -> float:
+    """Run both graphs with the reference executor (float32, the same random inputs and
+    weights); the largest output difference relative to that output's largest magnitude
+    (at least 1). Raises GraphError if it exceeds ``rtol``."""
+    import numpy as np
+
+    from systems_envs.graph.executor import execute
+    from systems_envs.graph.ir import GraphError
+
+    a = execute(original, seed=seed)
+    b = execute(optimised, seed=seed)
+    if len(a) != len(b):
+        raise GraphError(f"optimised graph has {len(b)} outputs, the input {len(a)}")
+    err = 0.0
+    for x, y in zip(a, b):
+        if x.shape != y.shape:
+            raise GraphError(f"optimised graph changed an output shape {x.shape} -> {y.shape}")
+        scale = max(1.0, float(np.abs(x).max()) if x.size else 1.0)
+        err = max(err, float(np.abs(x.astype(np.float64) - y).max()) / scale if x.size else 0.0)
+    if not err <= rtol:
+        raise GraphError(f"the optimised graph is not equivalent to the input: outputs differ by {err:.2e} "
+                         f"of their magnitude (> {rtol})")
+    return err
+
+
+def _report(args, graph, cost_model, ops_before, result, extra: dict) -> dict:
+    """Print the search result, export / verify / write it; returns the JSON summary."""
     result.graph.validate()
     print(f"cost {result.cost_before:.4f} ms -> {result.cost_after:.4f} ms "
           f"({100 * result.reduction:.2f}% lower), ops {ops_before} -> {result.graph.num_ops()}, "
@@ -99,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ops_before": ops_before, "ops_after": result.graph.num_ops(),
         "cost_before_ms": result.cost_before, "cost_after_ms": result.cost_after,
         "reduction": result.reduction, "rewrites": len(result.rewrites),
-        "seconds": round(result.seconds, 3), "expanded": result.expanded,
+        "seconds": round(result.seconds, 3), "expanded": result.expanded, **extra,
     }
     from systems_envs.graph.onnx_io import export_onnx
 

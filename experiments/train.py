@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> dict:
                 raise CheckpointError(f"{logdir} holds a run with an incompatible config (differs in "
                                       f"{', '.join('--' + k for k in diff[:4])}); use another --logdir")
     save_config(cfg, logdir)
+    from systems_envs.rewrite.ruleset import default_rules
+    from worldmodels.trained import write_rules
+
+    write_rules(logdir, default_rules())   # the rule set a trained optimiser must be applied with
     summary = train(cfg, logdir, echo=lambda m: print(m, flush=True))
     print_table(summary)
     return summary

@@ -26,6 +26,7 @@ these (one is drawn per episode with the environment's ``np_random``).
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -157,6 +158,19 @@ class GraphRewriteEnv(gym.Env):
         info = self._info()
         info.update(info_extra, clipped=clipped)
         return obs, float(reward), terminated, truncated, info
+
+    def clone(self) -> "GraphRewriteEnv":
+        """An independent environment in the current state, for searches over real steps:
+        the candidate index (and its graph), the look-ahead cache, the mask and the step
+        counter are copied; graphs, rules, cost model and the observation builder's row cache
+        (keyed by immutable nodes) are shared. Stepping the clone leaves ``self`` unchanged."""
+        if self._index is None:
+            raise RuntimeError("GraphRewriteEnv.clone called before reset")
+        new = copy.copy(self)
+        new._index = self._index.copy()
+        new._deltas = copy.copy(self._deltas)   # its cache dict is replaced, never mutated, on update
+        new._mask = self._mask.copy()
+        return new
 
     # ------------------------------------------------------------------ helpers
     @property
