@@ -131,12 +131,13 @@ class Collector:
     def episode(self, instance: str, key, act: Callable, featurize: Callable, batch: int) -> dict:
         """One real episode of ``instance`` (reset seed 0) by ``act`` on ``featurize`` of the
         observation repeated ``batch`` times (the batch size of collection: no new compile).
-        Returns the task's ``metric``, its details, the return, wall seconds and ``first``
-        (the featurized first observation)."""
+        Returns the task's ``metric``, its details, the return, wall seconds, ``first`` (the
+        featurized first observation) and ``first_obs`` (its graph observation)."""
         env = self.eval_env(instance)
         t0 = time.perf_counter()
         o, first_info = env.reset(seed=0)
         info, ret, done, first = first_info, 0.0, False, None
+        first_obs = self.task.graph_obs(o)
         while not done:
             key, k = jax.random.split(key)
             feats = featurize([self.task.graph_obs(o)] * batch)
@@ -147,7 +148,8 @@ class Collector:
             ret += r
             done = te or tr
         return {self.task.metric: self.task.episode_metric(first_info, info, ret), "return": ret,
-                "seconds": time.perf_counter() - t0, **self.task.episode_details(first_info, info), "first": first}
+                "seconds": time.perf_counter() - t0, **self.task.episode_details(first_info, info), "first": first,
+                "first_obs": first_obs}
 
     def episode_return(self, action_fn: Callable, seed: int) -> tuple[float, int]:
         """(return, steps) of one real episode of the first environment (reset ``seed``) by

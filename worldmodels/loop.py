@@ -338,9 +338,12 @@ class Loop:
         state = st["agent"]
         out = self.collector.episode(instance, key, lambda obs, k: self.agent.act(state, obs, k, True, model),
                                      lambda g: self.featurize(st, g), self.B)
-        first = out.pop("first")
+        first, first_obs = out.pop("first"), out.pop("first_obs")
         if self.model_based and self.agent.learns:
-            out["imagined_return"] = self.imagined_return(st, jax.tree_util.tree_map(lambda x: x[0], first), key)
+            start = jax.tree_util.tree_map(lambda x: x[0], first)
+            if self.outcome is not None:
+                start = {**start, "placed": _placed_graph(first_obs, *self.task.capacity())}
+            out["imagined_return"] = self.imagined_return(st, start, key)
             out["return_gap"] = out["imagined_return"] - out["return"]
         return out
 
@@ -540,6 +543,15 @@ class Loop:
         self.logger.hparams(hp, {f"real/{metric}": summary["real_score"]})
         self.logger.write_summary(summary)
         return summary
+
+
+def _placed_graph(graph_obs: dict, node_cap: int, edge_cap: int):
+    """The `worldmodels.outcome.PlacedGraph` of a padded graph observation."""
+    from worldmodels.outcome import PlacedGraph, pad_observation
+    n, e = int(graph_obs["n_node"][0]), int(graph_obs["n_edge"][0])
+    trimmed = {"node_features": graph_obs["node_features"][:n], "edge_features": graph_obs["edge_features"][:e],
+               "senders": graph_obs["senders"][:e], "receivers": graph_obs["receivers"][:e]}
+    return PlacedGraph(*(jnp.asarray(x) for x in pad_observation(trimmed, node_cap, edge_cap)))
 
 
 def _repad(pg, node_cap: int, edge_cap: int):
