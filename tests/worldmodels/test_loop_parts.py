@@ -141,7 +141,7 @@ def test_outcome_model_trained_on_the_loops_replay_ranks_placements():
     oo = OnlineOutcome(task.outcome_layout(), OutcomeConfig(width=16, members=2, batch_size=16), *task.capacity())
     state = oo.init(jax.random.key(0), jax.tree.map(lambda x: x[:1], ps.placed), ps.reward)
     state, m0 = oo.train(state, ps, 1, np.random.default_rng(0))
-    state, m = oo.train(state, ps, 200, np.random.default_rng(1))
+    state, m = oo.train(state, ps, 100, np.random.default_rng(1))
     assert np.isfinite(m["outcome/loss"]) and m["outcome/mse"] < m0["outcome/mse"]
     pred = predict(oo.model, state["params"], ps.placed)
     assert np.corrcoef(pred, ps.reward)[0, 1] > 0.5
