@@ -3,7 +3,8 @@
 Every leaf field of :class:`Config` can be set as ``--section.field value`` (or
 ``--section.field=value``); nested sections go deeper (``--controller.ppo.lr 1e-3``).
 Values are parsed from the dataclass annotations: ``int``, ``float``, ``bool``
-(true/false/1/0/yes/no), ``str`` and tuples (``"1,2,3"`` or ``"[1, 2, 3]"``).
+(true/false/1/0/yes/no), ``str``, ``Literal[...]`` (enum-like fields: one of the listed
+strings) and tuples (``"1,2,3"`` or ``"[1, 2, 3]"``).
 ``--preset NAME`` (first) starts from a named preset; ``--config PATH`` starts from a
 saved ``config.json``. An unknown flag is a :class:`ConfigError` naming the closest valid
 flags (``difflib``); :func:`cli_parse` turns that into one line on stderr and exit 2.
@@ -24,7 +25,7 @@ import os
 import sys
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ class DeviceEnvConfig:
 
     devices: str = "gpu4"           # device-set preset (gpu2, gpu4, gpu8, cpu+gpu4)
     groups: int = 16                # ops placed per step (0 = one op per step)
-    reward: str = "speedup"         # neg_runtime | neg_sqrt_runtime | speedup
+    reward: Literal["speedup", "neg_runtime", "neg_sqrt_runtime"] = "speedup"
     anneal_iters: int = 1000        # iterations of the annealing baseline in the final comparison
 
 
@@ -170,7 +171,7 @@ class ControllerConfig:
     """Controller C, and which environment it trains on (a config value, not code)."""
 
     name: str = "ppo"               # registry name: ppo, cmaes, planner, random, greedy, search
-    train_env: str = "imagined"     # "real" or "imagined"
+    train_env: Literal["imagined", "real"] = "imagined"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     cmaes: CMAESConfig = field(default_factory=CMAESConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
@@ -201,7 +202,7 @@ class LoopConfig:
     eval_every: int = 5_000         # real env steps between evaluations
     checkpoint_every: int = 10_000  # real env steps between checkpoints
     keep_checkpoints: int = 3
-    mode: str = "model_based"       # model_based | model_free (same controller, real env only)
+    mode: Literal["model_based", "model_free"] = "model_based"  # model_free: the same controller, real env only
     explore_eps: float = 0.1        # model-based: random legal action with this probability
     horizon_min: int = 1            # MBPO schedule: imagined horizon from horizon_min ...
     horizon_schedule: tuple[int, int] = (0, 10)  # ... rising linearly over these iterations
@@ -266,6 +267,10 @@ def leaf_types(cls, prefix: str = "") -> dict[str, Any]:
 def parse_value(text: str, tp: Any, flag: str) -> Any:
     """Parse ``text`` as the annotated type ``tp``; errors name ``flag``."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        if text in typing.get_args(tp):
+            return text
+        raise ConfigError(f"flag --{flag}: {text!r} is not one of {', '.join(typing.get_args(tp))}")
     try:
         if tp is bool:
             low = text.strip().lower()
@@ -311,6 +316,10 @@ def _coerce(value: Any, tp: Any, flag: str) -> Any:
         if len(elem) != len(value):
             raise ConfigError(f"config field {flag}: expected {len(elem)} items, got {len(value)}")
         return tuple(_coerce(v, t, flag) for v, t in zip(value, elem))
+    if typing.get_origin(tp) is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"config field {flag}: {value!r} is not one of {', '.join(typing.get_args(tp))}")
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, bool, str) and not (type(value) is tp):
@@ -404,7 +413,8 @@ def help_text(cfg: Config, aliases: Mapping[str, str] | None = None) -> str:
     lines += [f"  --{a} = --{path}" for a, path in (aliases or {}).items()]
     for k, v in flatten(cfg).items():
         tp = types[k]
-        lines.append(f"  --{k} {getattr(tp, '__name__', str(tp))} (default {v!r})")
+        name = "|".join(typing.get_args(tp)) if typing.get_origin(tp) is Literal else getattr(tp, "__name__", str(tp))
+        lines.append(f"  --{k} {name} (default {v!r})")
     return "\n".join(lines)
 
 
