@@ -53,7 +53,9 @@ def agent_names() -> list[str]:
 
 def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
     """The loop's agent for ``--controller.name name`` (ValueError naming the known ones).
-    ``deps``: ``num_rules`` (rewriting), ``dream`` (the imagined env, model-based)."""
+    ``deps``: ``num_rules`` (rewriting), ``dream`` (the imagined env, model-based), ``task``
+    (the `worldmodels.tasks.Task`: its environments and instances, for controllers built
+    per problem)."""
     if name not in _AGENTS:
         from controllers.base import registered_controllers
         if name in registered_controllers():

@@ -161,7 +161,7 @@ class Loop:
         if self.model_based:
             self._build_model()
         self.agent = make_agent(cfg.controller.name, cfg.controller, self.model_based,
-                                num_rules=self.num_rules, dream=self.dream)
+                                num_rules=self.num_rules, dream=self.dream, task=task)
         self.replay = None
         self.pending: list[list] = []
         self.logged_max: dict[str, int] = {}
