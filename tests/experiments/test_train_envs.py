@@ -59,7 +59,7 @@ def _cmd(logdir, env, *flags):
             "--env.heldout", heldout, "--logdir", str(logdir), *fast, *flags]
 
 
-def _run(cmd, timeout=900):
+def _run(cmd, timeout=1800):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
