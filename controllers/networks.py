@@ -5,7 +5,8 @@ Input: one (unbatched) observation dict, see :mod:`controllers.base`. Nodes at i
 the same parameters work on graphs of any size (vmap over a batch padded to one bucket).
 
 Output: ``logits`` float32 [A+1] (candidate rewrites then stop; NOT yet masked) and
-``value`` float32 [].
+``value`` float32 []. An observation without candidate arrays (placement: ``action_mask``
+[A+1] with the stop slot never legal) gets its A action scores from the global embedding.
 """
 from __future__ import annotations
 
@@ -52,6 +53,15 @@ class GraphPolicyValue(nn.Module):
             pooled = h.sum(0) / n_real
             g = nn.LayerNorm(name=f"glob_ln{i}")(g + nn.relu(nn.Dense(H, name=f"glob_upd{i}")(jnp.concatenate([g, pooled]))))
 
+        stop = nn.Dense(1, name="stop_out")(nn.relu(nn.Dense(H, name="stop_hidden")(g)))       # [1]
+        value = nn.Dense(1, name="value_out")(nn.relu(nn.Dense(H, name="value_hidden")(g)))[0]
+        if "candidate_rule" not in obs:
+            # placement: A fixed actions (devices, memory levels, cells), scored from the
+            # graph's global embedding (the node features say what is placed where and next)
+            A = jnp.asarray(obs["action_mask"]).shape[-1] - 1
+            scores = nn.Dense(A, name="slot_out")(nn.relu(nn.Dense(H, name="slot_hidden")(g)))
+            return jnp.concatenate([scores, stop]), value
+
         # candidate actions: rule embedding + mean of location node embeddings + global +
         # the candidate's immediate reward (what greedy ranks by)
         rule = jnp.clip(jnp.asarray(obs["candidate_rule"], jnp.int32), 0, self.num_rules - 1)  # [A]
@@ -65,6 +75,4 @@ class GraphPolicyValue(nn.Module):
                                  jnp.broadcast_to(g, (A, H)), gain], -1)
         a = nn.relu(nn.Dense(H, name="act_hidden")(feats))
         scores = nn.Dense(1, name="act_out")(a)[:, 0]                                          # [A]
-        stop = nn.Dense(1, name="stop_out")(nn.relu(nn.Dense(H, name="stop_hidden")(g)))       # [1]
-        value = nn.Dense(1, name="value_out")(nn.relu(nn.Dense(H, name="value_hidden")(g)))[0]
         return jnp.concatenate([scores, stop]), value

@@ -63,7 +63,7 @@ class PPO:
     # ------------------------------------------------------------------ interface
     def init(self, key: jax.Array, example_obs: dict) -> PPOState:
         get_mask(example_obs)
-        rules = jnp.asarray(example_obs["candidate_rule"])
+        rules = jnp.asarray(example_obs.get("candidate_rule", jnp.zeros(0, jnp.int32)))  # placement: none
         if rules.size and int(rules.max()) >= self.num_rules:
             raise ValueError(f"observation has rule id {int(rules.max())} >= ppo.num_rules={self.num_rules}")
         params = self.net.init(key, example_obs)

@@ -7,9 +7,11 @@ Each cell (one value per grid flag) x seed runs ``python -m experiments.train --
 PRESET --flag value ... --seed s --logdir DIR/<cell>/seed<s>`` (locally in N parallel
 processes; on a Ray cluster with ``--ray``; rerunning resumes/reuses finished runs).
 Writes ``DIR/results.csv`` (one row per run), ``DIR/table.md`` and ``DIR/table.csv`` (per
-cell: mean and 95% bootstrap interval over seeds of the final real cost reduction, the
-held-out one and real env steps) and ``DIR/curves.png`` (mean ``real/cost_reduction``
-against real env steps per cell, shaded min-max over seeds).
+cell: mean and 95% bootstrap interval over seeds of the final metric on the training
+instances - ``real_score``, the environment's own metric (rewriting: cost reduction;
+placement: speedup; macro: -proxy cost) -, the held-out one and real env steps) and
+``DIR/curves.png`` (mean ``real/score`` against real env steps per cell, shaded min-max
+over seeds). Extra flags after ``--`` go to every run (e.g. ``-- --env.name MemoryPlacement-v0``).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def parse(argv):
     p.add_argument("--workers", type=int, default=2, help="parallel local processes")
     p.add_argument("--ray", default=None, help="Ray cluster address (runs each job as a Ray task)")
     p.add_argument("--logdir", default="runs/ablate")
-    p.add_argument("--metric", default="real_cost_reduction", help="summary.json key of the table")
+    p.add_argument("--metric", default="real_score", help="summary.json key of the table")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     args, extra = p.parse_known_args(argv)
     if extra and extra[0] == "--":
@@ -105,7 +107,7 @@ def main(argv=None) -> dict:
             runs.append((cell, s, d))
     print(f"{len(cells)} cells x {args.seeds} seeds = {len(jobs)} runs", flush=True)
     codes = run_jobs(jobs, args.workers, args.ray)
-    from worldmodels.loop import read_scalars
+    from worldmodels.tb_reader import read_scalars
 
     rows, curves = [], {}
     for (cell, s, d), code in zip(runs, codes):
@@ -116,9 +118,9 @@ def main(argv=None) -> dict:
         with open(path) as f:
             sm = json.load(f)
         rows.append({"cell": cell_name(cell), "seed": s, args.metric: sm.get(args.metric),
-                     "heldout_cost_reduction": sm.get("heldout_cost_reduction"),
+                     "heldout_score": sm.get("heldout_score"),
                      "real_env_steps": sm["real_env_steps"], "wall_seconds": sm["wall_seconds"], "logdir": d})
-        curves.setdefault(cell_name(cell), []).append(read_scalars(d).get("real/cost_reduction", []))
+        curves.setdefault(cell_name(cell), []).append(read_scalars(d).get("real/score", []))
     os.makedirs(args.logdir, exist_ok=True)
     with open(os.path.join(args.logdir, "results.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -129,7 +131,7 @@ def main(argv=None) -> dict:
         cn = cell_name(cell)
         rs = [r for r in rows if r["cell"] == cn]
         m, lo, hi = bootstrap_ci([r[args.metric] for r in rs], args.bootstrap)
-        hm, hlo, hhi = bootstrap_ci([r["heldout_cost_reduction"] for r in rs], args.bootstrap)
+        hm, hlo, hhi = bootstrap_ci([r["heldout_score"] for r in rs if r["heldout_score"] is not None], args.bootstrap)
         table.append({"cell": cn, "seeds": len(rs), "mean": m, "ci_low": lo, "ci_high": hi,
                       "heldout_mean": hm, "heldout_ci_low": hlo, "heldout_ci_high": hhi,
                       "real_env_steps": float(np.mean([r["real_env_steps"] for r in rs]))})
@@ -164,7 +166,7 @@ def plot_curves(curves: dict, path: str) -> None:
         ax.plot(steps, mean, marker="o", label=cn)
         ax.fill_between(steps, np.nanmin(vals, 0), np.nanmax(vals, 0), alpha=0.2)
     ax.set_xlabel("real environment steps")
-    ax.set_ylabel("real cost reduction")
+    ax.set_ylabel("real score (the environment's metric)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -8,11 +8,16 @@ unknown flag is an error naming the closest valid ones. The resolved config is s
 ``DIR/config.json``; TensorBoard scalars (against real environment steps), HParams and
 ``DIR/summary.json`` are written into DIR; checkpoints into ``DIR/checkpoints``. Running
 the same command with the same DIR after an interruption resumes from the last checkpoint.
-At the end it prints the controller's real cost reduction per graph next to greedy's and
-the backtracking search's.
+``--env.name`` selects the environment (GraphRewrite-v0, DevicePlacement-v0,
+MemoryPlacement-v0, MacroPlacement-v0) and, unless ``--env.graph`` / ``--env.heldout`` are
+given, its default instances; its options are in ``--env.device.*``, ``--env.memory.*``,
+``--env.macro.*``. At the end it prints the controller's metric per instance (rewriting:
+cost reduction) next to the environment's baselines (rewriting: greedy and backtracking),
+and as its last line the summary as a JSON object.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -70,17 +75,21 @@ def main(argv: list[str] | None = None) -> dict:
     write_rules(logdir, default_rules())   # the rule set a trained optimiser must be applied with
     summary = train(cfg, logdir, echo=lambda m: print(m, flush=True))
     print_table(summary)
+    print(json.dumps(summary, default=float))
     return summary
 
 
 def print_table(s: dict) -> None:
-    print(f"\n{s['mode']} {s['controller']}: {s['real_env_steps']} real env steps, {s['wall_seconds']:.0f} s wall")
-    print("| graph | split | controller | greedy | backtracking | controller seconds |")
-    print("|---|---|---|---|---|---|")
-    for g, m in s["per_graph"].items():
-        print(f"| {g} | {m['split']} | {m['cost_reduction']:.4f} | {m['greedy_cost_reduction']:.4f} | "
-              f"{m['backtracking_cost_reduction']:.4f} | {m['seconds']:.2f} |")
-    print(f"summary: {os.path.join(s.get('logdir', ''), 'summary.json') if s.get('logdir') else 'summary.json'}")
+    """The controller's final metric per instance next to the environment's baselines."""
+    m, names = s["metric"], s["baselines"]
+    print(f"\n{s['env']} {s['mode']} {s['controller']}: {s['real_env_steps']} real env steps, "
+          f"{s['wall_seconds']:.0f} s wall ({m}, higher is better)")
+    print("| instance | split | controller | " + " | ".join(names) + " | best baseline | controller seconds |")
+    print("|---|---|---|" + "---|" * len(names) + "---|---|")
+    for g, r in s["per_graph"].items():
+        print(f"| {g} | {r['split']} | {r[m]:.4f} | " + " | ".join(f"{r[f'{b}_{m}']:.4f}" for b in names)
+              + f" | {r['best_baseline']} | {r['seconds']:.2f} |")
+    print(f"summary: {os.path.join(s['logdir'], 'summary.json') if s.get('logdir') else 'summary.json'}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every leaf field of :class:`Config` can be set as ``--section.field value`` (or
 ``--section.field=value``); nested sections go deeper (``--controller.ppo.lr 1e-3``).
 Values are parsed from the dataclass annotations: ``int``, ``float``, ``bool``
-(true/false/1/0/yes/no), ``str`` and tuples (``"1,2,3"`` or ``"[1, 2, 3]"``).
+(true/false/1/0/yes/no), ``str``, ``Literal[...]`` (enum-like fields: one of the listed
+strings) and tuples (``"1,2,3"`` or ``"[1, 2, 3]"``).
 ``--preset NAME`` (first) starts from a named preset; ``--config PATH`` starts from a
 saved ``config.json``. An unknown flag is a :class:`ConfigError` naming the closest valid
 flags (``difflib``); :func:`cli_parse` turns that into one line on stderr and exit 2.
@@ -24,7 +25,7 @@ import os
 import sys
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 
 class ConfigError(ValueError):
@@ -35,17 +36,61 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class EnvConfig:
-    """Which environment and problem instance."""
+class DeviceEnvConfig:
+    """``DevicePlacement-v0`` options (`systems_envs.placement.env`)."""
 
-    name: str = "GraphRewrite-v0"   # registered gymnasium id of the real environment
-    graph: str = ""                 # problem instance (graph file / name); "" = env default
-    max_steps: int = 50             # episode step limit (truncation)
+    devices: str = "gpu4"           # device-set preset (gpu2, gpu4, gpu8, cpu+gpu4)
+    groups: int = 16                # ops placed per step (0 = one op per step)
+    reward: Literal["speedup", "neg_runtime", "neg_sqrt_runtime"] = "speedup"
+    anneal_iters: int = 1000        # iterations of the annealing baseline in the final comparison
+
+
+@dataclass(frozen=True)
+class MemoryEnvConfig:
+    """``MemoryPlacement-v0`` options (`systems_envs.placement.memory_env`)."""
+
+    invalid_reward: float = -1.0    # reward of a mapping that breaks a capacity
+
+
+@dataclass(frozen=True)
+class MacroEnvConfig:
+    """``MacroPlacement-v0`` options (`systems_envs.chip.env`); instances are ``ariane133``
+    or ``gen:SEED`` netlists generated with the sizes below."""
+
+    num_hard: int = 6               # generated netlists: hard macros (= steps per episode)
+    num_soft: int = 24
+    num_ports: int = 16
+    num_nets: int = 120
+    max_grid: int = 8               # generated netlists: at most max_grid x max_grid cells (actions)
+    fd_steps: int = 20              # force-directed steps per stage for the soft macros at the end
+    dead_end_reward: float = -3.0
+    anneal_seconds: float = 5.0     # time limit of the annealing baseline in the final comparison
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which environment and problem instances; each environment's own options in its section."""
+
+    name: str = "GraphRewrite-v0"   # GraphRewrite-v0 | DevicePlacement-v0 | MemoryPlacement-v0 | MacroPlacement-v0
+    graph: str = ""                 # comma-separated training instances (graph names/files; netlists for macro)
+    max_steps: int = 50             # rewrite: episode step limit (truncation)
     num_envs: int = 4               # parallel environments for rollouts
-    node_capacity: int = 0          # padding bucket for nodes (0 = smallest that fits)
-    edge_capacity: int = 0          # padding bucket for edges (0 = smallest that fits)
-    heldout: str = ""               # comma-separated graphs never trained on (validation only)
+    node_capacity: int = 0          # rewrite: padding bucket for nodes (0 = smallest that fits)
+    edge_capacity: int = 0          # rewrite: padding bucket for edges (0 = smallest that fits)
+    heldout: str = ""               # comma-separated instances never trained on (validation only)
     max_candidates: int = 64        # rewrite: candidate action slots A
+    device: DeviceEnvConfig = field(default_factory=DeviceEnvConfig)
+    memory: MemoryEnvConfig = field(default_factory=MemoryEnvConfig)
+    macro: MacroEnvConfig = field(default_factory=MacroEnvConfig)
+
+
+#: training / held-out instances that ``--env.name E`` selects unless --env.graph / --env.heldout are given
+ENV_INSTANCES = {
+    "GraphRewrite-v0": {"env.graph": "squeezenet,bert", "env.heldout": "vit"},
+    "DevicePlacement-v0": {"env.graph": "inception_v3,resnet50,bert", "env.heldout": "nasnet_a,resnext50,vit"},
+    "MemoryPlacement-v0": {"env.graph": "squeezenet,resnet50,bert", "env.heldout": "inception_v3,vit"},
+    "MacroPlacement-v0": {"env.graph": "gen:0,gen:1", "env.heldout": "gen:2"},
+}
 
 
 @dataclass(frozen=True)
@@ -126,10 +171,23 @@ class ControllerConfig:
     """Controller C, and which environment it trains on (a config value, not code)."""
 
     name: str = "ppo"               # registry name: ppo, cmaes, planner, random, greedy, search
-    train_env: str = "imagined"     # "real" or "imagined"
+    train_env: Literal["imagined", "real"] = "imagined"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     cmaes: CMAESConfig = field(default_factory=CMAESConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+@dataclass(frozen=True)
+class OutcomeLoopConfig:
+    """Placement, model-based: the outcome model (`worldmodels.outcome`) refit on the loop's
+    completed real episodes and paying the imagined final reward."""
+
+    enabled: bool = True            # false: the dynamics' reward head pays the final reward
+    updates_per_iter: int = 50      # Adam steps per iteration
+    width: int = 32
+    members: int = 3
+    lr: float = 2e-3
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -144,7 +202,7 @@ class LoopConfig:
     eval_every: int = 5_000         # real env steps between evaluations
     checkpoint_every: int = 10_000  # real env steps between checkpoints
     keep_checkpoints: int = 3
-    mode: str = "model_based"       # model_based | model_free (same controller, real env only)
+    mode: Literal["model_based", "model_free"] = "model_based"  # model_free: the same controller, real env only
     explore_eps: float = 0.1        # model-based: random legal action with this probability
     horizon_min: int = 1            # MBPO schedule: imagined horizon from horizon_min ...
     horizon_schedule: tuple[int, int] = (0, 10)  # ... rising linearly over these iterations
@@ -155,6 +213,7 @@ class LoopConfig:
     fidelity_ks: tuple[int, ...] = (1, 5)
     fidelity_windows: int = 64
     search_budget: int = 200        # backtracking dequeues of the final baseline comparison
+    outcome: OutcomeLoopConfig = field(default_factory=OutcomeLoopConfig)
 
 
 @dataclass(frozen=True)
@@ -208,6 +267,10 @@ def leaf_types(cls, prefix: str = "") -> dict[str, Any]:
 def parse_value(text: str, tp: Any, flag: str) -> Any:
     """Parse ``text`` as the annotated type ``tp``; errors name ``flag``."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        if text in typing.get_args(tp):
+            return text
+        raise ConfigError(f"flag --{flag}: {text!r} is not one of {', '.join(typing.get_args(tp))}")
     try:
         if tp is bool:
             low = text.strip().lower()
@@ -253,6 +316,10 @@ def _coerce(value: Any, tp: Any, flag: str) -> Any:
         if len(elem) != len(value):
             raise ConfigError(f"config field {flag}: expected {len(elem)} items, got {len(value)}")
         return tuple(_coerce(v, t, flag) for v, t in zip(value, elem))
+    if typing.get_origin(tp) is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"config field {flag}: {value!r} is not one of {', '.join(typing.get_args(tp))}")
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, bool, str) and not (type(value) is tp):
@@ -346,7 +413,8 @@ def help_text(cfg: Config, aliases: Mapping[str, str] | None = None) -> str:
     lines += [f"  --{a} = --{path}" for a, path in (aliases or {}).items()]
     for k, v in flatten(cfg).items():
         tp = types[k]
-        lines.append(f"  --{k} {getattr(tp, '__name__', str(tp))} (default {v!r})")
+        name = "|".join(typing.get_args(tp)) if typing.get_origin(tp) is Literal else getattr(tp, "__name__", str(tp))
+        lines.append(f"  --{k} {name} (default {v!r})")
     return "\n".join(lines)
 
 
@@ -357,7 +425,9 @@ def parse_args(argv: Sequence[str] | None, presets: Mapping[str, Any] | None = N
     ``aliases``: short flags standing for dotted ones (``{"encoder": "model.encoder"}``).
     Raises :class:`ConfigError` (one line) for an unknown flag (naming the closest valid
     ones), a missing value, a value of the wrong type (naming the flag) or an unknown
-    preset. ``--help`` raises ``SystemExit(0)`` after printing all flags.
+    preset. ``--help`` raises ``SystemExit(0)`` after printing all flags. ``--env.name E``
+    (a change of environment) also selects E's training and held-out instances
+    (`ENV_INSTANCES`) unless ``--env.graph`` / ``--env.heldout`` are given.
     """
     aliases = dict(aliases or {})
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -395,6 +465,9 @@ def parse_args(argv: Sequence[str] | None, presets: Mapping[str, Any] | None = N
             cfg = load_config(val)
     types = leaf_types(type(cfg))
     updates: dict[str, Any] = {}
+    for name, val in pairs:  # --env.name E first selects E's default instances (explicit flags still win)
+        if name == "env.name" and val in ENV_INSTANCES and "env.name" in types and val != cfg.env.name:
+            updates.update(ENV_INSTANCES[val])
     for name, val in pairs:
         if name in ("preset", "config"):
             continue

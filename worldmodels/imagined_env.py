@@ -95,7 +95,7 @@ class ImaginedEnv:
     def __init__(self, wm: WorldModel, max_steps: int = 50, mask_threshold: float = 0.5, outcome=None):
         if outcome is not None and wm.kind == REWRITE:
             raise ValueError("imagined env: an outcome model scores placements; the world model is for rewriting")
-        self.outcome = outcome      # (OutcomeModel, its params) or None
+        self.outcome = outcome      # (OutcomeModel, its params or None: given in the step params) or None
         if max_steps < 1:
             raise ValueError(f"imagined env max_steps must be >= 1, got {max_steps}")
         if not 0.0 < mask_threshold < 1.0:
@@ -150,7 +150,7 @@ class ImaginedEnv:
         if self.outcome is not None:
             actions = actions.at[jnp.minimum(state.t, self.max_steps - 1)].set(action)
             term = state.t + 1 >= state.node_step.max() + 1
-            reward = jax.lax.cond(term, lambda: self._final_score(state, actions), lambda: jnp.float32(0.0))
+            reward = jax.lax.cond(term, lambda: self._final_score(params, state, actions), lambda: jnp.float32(0.0))
         t = state.t + 1
         trunc = (t >= self.max_steps) & ~term
         done = state.done
@@ -165,11 +165,16 @@ class ImaginedEnv:
         return new, ts
 
 
-    def _final_score(self, state: ImaginedState, actions):
-        """The outcome model's score of the start's placed graph with ``actions`` assigned."""
+    def _final_score(self, params, state: ImaginedState, actions):
+        """The outcome model's score of the start's placed graph with ``actions`` assigned;
+        the outcome parameters are ``params["outcome"]`` when the world-model params carry
+        them (a model trained alongside, traced: no recompile per update), else the ones
+        given at construction."""
         from worldmodels.outcome import assign
 
         model, oparams = self.outcome
+        if isinstance(params, dict) and "outcome" in params:
+            oparams = params["outcome"]
         pg = state.placed._replace(nodes=assign(model.layout, state.placed.nodes, state.node_step, actions))
         return model.score(oparams, pg).astype(jnp.float32)
 

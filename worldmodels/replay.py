@@ -57,7 +57,8 @@ def standard_obs(obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
     Rewrite observations already use it; placement ones (``nodes``, optional ``edges``,
     ``senders``, ``receivers``) get zero edge features [E, 1] if absent and globals [1] = 0.
-    The stop slot is appended to a placement ``action_mask`` (always 0: no stop action)."""
+    The stop slot is appended to a placement ``action_mask`` (always 0: no stop action),
+    also for a padded graph observation without candidates (``MacroPlacement-v0``)."""
     if "node_features" in obs:
         n, e = int(obs["n_node"][0]), int(obs["n_edge"][0])
         out = {"node_features": np.asarray(obs["node_features"][:n], np.float32),
@@ -66,6 +67,8 @@ def standard_obs(obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                "receivers": np.asarray(obs["receivers"][:e], np.int32),
                "globals": np.asarray(obs["globals"], np.float32),
                "action_mask": np.asarray(obs["action_mask"], np.int8)}
+        if "candidate_rule" not in obs:  # placement on a padded graph (MacroPlacement-v0): no stop action
+            out["action_mask"] = np.concatenate([out["action_mask"], np.zeros(1, np.int8)])
         if "candidate_rule" in obs:
             out["candidate_rule"] = np.asarray(obs["candidate_rule"], np.int32)
             out["candidate_nodes"] = np.asarray(obs["candidate_nodes"], np.int32)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from worldmodels.config import ConfigError, parse_args, replace_path, tiny_config
-from worldmodels.loop import (EpisodeRecord, Loop, concat_replays, episodes_to_replay, horizon_at, read_scalars,
-                              validate_config)
+from worldmodels.dream import DreamParams
+from worldmodels.episodes import EpisodeRecord, concat_replays, episodes_to_replay
+from worldmodels.loop import Loop, horizon_at, validate_config
+from worldmodels.tb_reader import read_scalars
 
 
 def test_horizon_schedule_is_linear_between_the_iterations():
@@ -31,13 +33,13 @@ def _records(loop, n_steps, seed):
     env = loop.envs[0]
     o, info = env.reset(seed=seed)
     rec = EpisodeRecord(0)
-    rec.add_state(o, env.unwrapped, info["cost_ms"], loop.A)
+    rec.add_state(*loop.task.replay_state(o, env, info))
     for _ in range(n_steps):
         moves = np.flatnonzero(o["action_mask"][:-1])
         a = int(rng.choice(moves))
         o, r, te, tr, info = env.step(a)
-        rec.actions.append(a); rec.rewards.append(r); rec.terms.append(te); rec.truncs.append(tr)
-        rec.add_state(o, env.unwrapped, info["cost_ms"], loop.A)
+        rec.add_step(a, r, te, tr)
+        rec.add_state(*loop.task.replay_state(o, env, info))
         if te or tr:
             break
     return [rec]
@@ -78,7 +80,7 @@ def test_dream_env_is_pure_and_truncates_at_the_horizon(tmp_path):
     state = loop._init_model(jax.random.key(0))
     pool = loop.start_pool(state.params, jax.random.key(1))
     start = jax.tree_util.tree_map(lambda x: x[0], pool)
-    ep = (state.params, jnp.int32(2))
+    ep = DreamParams(state.params, jnp.int32(2))
     s, ts = jax.jit(loop.dream.reset)(ep, jax.random.key(2), start)
     step = jax.jit(loop.dream.step)
     s1, t1 = step(ep, s, jnp.int32(0), jax.random.key(3))

@@ -1,0 +1,304 @@
+"""The agent interface of the training loop, and one adapter per controller.
+
+The loop (`worldmodels.loop`) talks to a controller only through an `Agent`; it never
+looks at the controller's name. An agent acts on a *batch* of observations (graph
+observations in model-free mode, model observations in model-based mode, see
+`controllers.latent`), gives values, trains on real data and trains in imagination; all
+its learned state is one pytree (checkpointed by the loop).
+
+- ``init(key, example_obs) -> state`` (one unbatched observation)
+- ``policy(state, obs, key, greedy, model) -> (action, log_prob, value)``: one observation,
+  pure (traced inside the imagined-return scan); ``model`` is the imagined env's
+  `worldmodels.dream.DreamParams` (only a planner uses it)
+- ``act(state, obs_batch, key, greedy, model)``: NumPy (action, log_prob, value) [B]
+- ``values(state, obs_batch)``: NumPy [B] (bootstrap values of cut episodes)
+- ``train_real(state, batch, key) -> (state, metrics)``: model-free update on the real
+  `controllers.rollout.Transition` batch [T, B]
+- ``train_imagined(state, imagination, key, real_batch, n_real) -> (state, metrics)``:
+  model-based updates, ``n_real`` of them on the (re-encoded) real batch
+- ``train_on_episodes(state, run_episode, key) -> (state, metrics, steps, returns)``: for
+  agents with ``trains_on_real_episodes`` (evolution: fitness = whole real episodes) in
+  model-free mode; ``run_episode(action_fn, seed) -> (return, steps)``.
+
+Flags: ``learns`` (has something to train), ``uses_real_batch`` (wants the PPO-format batch
+of collected steps), ``needs_model`` (acts by planning: model-based mode only).
+
+Adding a controller to the loop: write its adapter (subclass `Agent`) and register it with
+``@register_agent("name")``; names are the ``--controller.name`` values.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from controllers.base import get_mask, make_controller, random_legal_action, section_kwargs
+
+_AGENTS: dict[str, Callable[..., "Agent"]] = {}
+
+
+def register_agent(name: str):
+    """Decorator: ``@register_agent("ppo")`` on a factory ``f(cfg, model_based, **deps) -> Agent``."""
+    def deco(factory):
+        _AGENTS[name] = factory
+        return factory
+    return deco
+
+
+def agent_names() -> list[str]:
+    return sorted(_AGENTS)
+
+
+def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
+    """The loop's agent for ``--controller.name name`` (ValueError naming the known ones).
+    ``deps``: ``num_rules`` (rewriting), ``dream`` (the imagined env, model-based), ``task``
+    (the `worldmodels.tasks.Task`: its environments and instances, for controllers built
+    per problem)."""
+    if name not in _AGENTS:
+        from controllers.base import registered_controllers
+        if name in registered_controllers():
+            raise ValueError(f"--controller.name {name}: this controller has no training-loop adapter "
+                             f"(add one with controllers.agents.register_agent; have: {', '.join(agent_names())})")
+        raise ValueError(f"--controller.name must be one of {', '.join(agent_names())} in the training loop, "
+                         f"got {name!r}")
+    agent = _AGENTS[name](cfg, model_based, **deps)
+    if agent.needs_model and not model_based:
+        raise ValueError(f"--controller.name {name} needs a world model: use --loop.mode model_based")
+    return agent
+
+
+class Imagination(NamedTuple):
+    """What an agent trains in: the imagined env (`worldmodels.dream.DreamEnv`), its params
+    (`worldmodels.dream.DreamParams`), a pool of start entries [S, ...] and the batch shape
+    (``num_envs`` rollouts of ``rollout_len`` steps per update)."""
+
+    env: Any
+    params: Any
+    starts: Any
+    num_envs: int
+    updates: int
+
+
+class Agent:
+    """Base adapter: batched jitted acting and values from the pure per-observation ones."""
+
+    learns = True
+    uses_real_batch = False
+    needs_model = False
+    trains_on_real_episodes = False
+
+    def __init__(self):
+        self._acts: dict[bool, Callable] = {}
+        self._values = jax.jit(jax.vmap(self.value, in_axes=(None, 0)))
+
+    def init(self, key, example_obs):
+        get_mask(example_obs)
+        return {"none": np.zeros(())}
+
+    def policy(self, state, obs, key, greedy: bool, model=None):
+        raise NotImplementedError
+
+    def value(self, state, obs):
+        return jnp.float32(0.0)
+
+    def act(self, state, obs, key, greedy: bool = False, model=None):
+        greedy = bool(greedy)
+        if greedy not in self._acts:
+            self._acts[greedy] = jax.jit(jax.vmap(lambda s, o, k, m: self.policy(s, o, k, greedy, m),
+                                                  in_axes=(None, 0, 0, None)))
+        n = int(np.shape(obs["action_mask"])[0])
+        return jax.device_get(self._acts[greedy](state, obs, jax.random.split(key, n), model))
+
+    def values(self, state, obs) -> np.ndarray:
+        return np.asarray(self._values(state, obs), np.float32)
+
+    def train_real(self, state, batch, key):
+        return state, {}
+
+    def train_imagined(self, state, imagination: Imagination, key, real_batch=None, n_real: int = 0):
+        return state, {}
+
+    def train_on_episodes(self, state, run_episode, key):
+        raise NotImplementedError(f"{type(self).__name__} does not train on whole real episodes")
+
+
+# ============================================================================ PPO
+
+
+class PPOAgent(Agent):
+    """Masked PPO: the GNN policy over graph observations (model-free) or the latent policy
+    over model observations (model-based); imagined updates collect ``num_envs x
+    rollout_len`` imagined steps and make one PPO update each."""
+
+    uses_real_batch = True
+
+    def __init__(self, cfg, model_based: bool, num_rules: int = 0, **_):
+        from controllers.latent import LatentPPO
+        from controllers.ppo import PPO
+        kw = section_kwargs(cfg, "ppo")
+        kw["num_rules"] = max(kw.get("num_rules", 256), num_rules + 1)
+        self.ppo = LatentPPO(**kw) if model_based else PPO(**kw)
+        self.rollout_len = self.ppo.rollout_len
+        self._dream_update = {}
+        super().__init__()
+
+    def init(self, key, example_obs):
+        return self.ppo.init(key, example_obs)
+
+    def policy(self, state, obs, key, greedy, model=None):
+        logp, v = self.ppo.distribution(state.params, obs)
+        a = (jnp.argmax(logp) if greedy else jax.random.categorical(key, logp)).astype(jnp.int32)
+        return a, logp[a], v
+
+    def value(self, state, obs):
+        return self.ppo.value(state, obs)
+
+    def train_real(self, state, batch, key):
+        state, m = self.ppo.update(state, batch)
+        return state, {f"controller/{k}": float(v) for k, v in m.items()}
+
+    def _dream_fn(self, dream, n_envs: int):
+        k_ = (id(dream), n_envs)
+        if k_ not in self._dream_update:
+            from controllers.rollout import collect_imagined, reset_imagined
+            ppo, T = self.ppo, self.rollout_len
+
+            def f(agent_state, params, pool, key):
+                from worldmodels.imagined_env import imagination_key
+                k1, k2 = jax.random.split(imagination_key(key))   # cheap per-step draws (see imagined_env)
+                carry = reset_imagined(dream.reset, params, pool, k1, n_envs)
+                _, batch = collect_imagined(dream.reset, dream.step, params, ppo, agent_state, carry, k2, T)
+                agent_state, m = ppo._update(agent_state, batch)
+                done = (batch.terminated | batch.truncated).astype(jnp.float32)
+                m["imagined_return"] = (batch.episode_return * done).sum() / jnp.maximum(done.sum(), 1.0)
+                m["imagined_episodes"] = done.sum()
+                return agent_state, m
+            self._dream_update[k_] = jax.jit(f)
+        return self._dream_update[k_]
+
+    def train_imagined(self, state, imagination, key, real_batch=None, n_real=0):
+        f = self._dream_fn(imagination.env, imagination.num_envs)
+        rets, ms = [], []
+        for u in range(imagination.updates):
+            key, k = jax.random.split(key)
+            if u < n_real:
+                state, m = self.ppo.update(state, real_batch)
+            else:
+                state, m = f(state, imagination.params, imagination.starts, k)
+                if float(m["imagined_episodes"]) > 0:
+                    rets.append(float(m["imagined_return"]))
+            ms.append(m)
+        out = {f"controller/{k_}": float(np.mean([float(m[k_]) for m in ms])) for k_ in ("loss", "entropy", "approx_kl")}
+        if rets:
+            out["imagined/episode_return"] = float(np.mean(rets))
+        return state, out
+
+
+@register_agent("ppo")
+def _ppo(cfg, model_based, **deps):
+    return PPOAgent(cfg, model_based, **deps)
+
+
+# ============================================================================ evolution (CMA-ES)
+
+
+class EvolutionAgent(Agent):
+    """A population controller with ``ask(state) -> (population, state)``, ``update(state,
+    (population, returns))``, ``scores(params, obs)`` and ``make_fitness`` (e.g.
+    `controllers.cmaes.CMAESController`): acts by argmax of the mean's scores; fitness =
+    imagined episodes (model-based) or one real episode per member (model-free)."""
+
+    trains_on_real_episodes = True
+
+    def __init__(self, controller):
+        self.c = controller
+        self._generation = {}
+        self._scores = jax.jit(controller.scores)
+        super().__init__()
+
+    def init(self, key, example_obs):
+        return self.c.init(key, example_obs)
+
+    def policy(self, state, obs, key, greedy, model=None):
+        return jnp.argmax(self.c.scores(state.params, obs)).astype(jnp.int32), jnp.float32(0.0), jnp.float32(0.0)
+
+    def train_imagined(self, state, imagination, key, real_batch=None, n_real=0):
+        dream = imagination.env
+        if id(dream) not in self._generation:
+            c = self.c
+
+            def gen(state, params, pool, key):
+                fitness = c.make_fitness(dream.reset, dream.step, params, pool)
+                pop, state = c.ask(state)
+                returns = jax.vmap(fitness, in_axes=(0, None))(pop, key)  # common random numbers
+                return c.update(state, (pop, returns))
+            self._generation[id(dream)] = jax.jit(gen)
+        g = self._generation[id(dream)]
+        m = {}
+        for _ in range(imagination.updates):
+            key, k = jax.random.split(key)
+            state, m = g(state, imagination.params, imagination.starts, k)
+        return state, ({"imagined/episode_return": float(m["mean_return"])} if m else {})
+
+    def train_on_episodes(self, state, run_episode, key):
+        pop, state = self.c.ask(state)
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        returns, steps = [], 0
+        for j in range(self.c.popsize):
+            params = jax.tree_util.tree_map(lambda x: x[j], pop)
+            ret, n = run_episode(lambda obs, p=params: int(jnp.argmax(self._scores(p, obs))), seed)
+            returns.append(ret)
+            steps += n
+        state, m = self.c.update(state, (pop, jnp.asarray(returns)))
+        return state, {"controller/best_return_ever": float(m["best_return_ever"])}, steps, returns
+
+
+@register_agent("cmaes")
+def _cmaes(cfg, model_based, **_):
+    from controllers.latent import latent_features
+    return EvolutionAgent(make_controller("cmaes", cfg, **({"features": latent_features} if model_based else {})))
+
+
+# ============================================================================ planner, random
+
+
+class PlannerAgent(Agent):
+    """CEM / random-shooting MPC in the imagined env (nothing to train; the world model is
+    given at act time, with the planner's own horizon)."""
+
+    learns = False
+    needs_model = True
+
+    def __init__(self, cfg, dream=None, **_):
+        if dream is None:
+            self.planner = None
+        else:
+            self.planner = make_controller("planner", cfg, model_reset=dream.reset, model_step=dream.step)
+        self.horizon = section_kwargs(cfg, "planner").get("horizon", 8)
+        super().__init__()
+
+    def policy(self, state, obs, key, greedy, model=None):
+        from controllers.planner import PlannerState
+        model = model._replace(horizon=jnp.int32(self.horizon))
+        return self.planner._plan(PlannerState(model), obs, key)[0], jnp.float32(0.0), jnp.float32(0.0)
+
+
+@register_agent("planner")
+def _planner(cfg, model_based, dream=None, **_):
+    return PlannerAgent(cfg, dream=dream)
+
+
+class RandomAgent(Agent):
+    """Uniform over the legal actions."""
+
+    learns = False
+
+    def policy(self, state, obs, key, greedy, model=None):
+        return random_legal_action(key, get_mask(obs)), jnp.float32(0.0), jnp.float32(0.0)
+
+
+@register_agent("random")
+def _random(cfg, model_based, **_):
+    return RandomAgent()
