@@ -107,13 +107,15 @@ class EGRL:
         self.net = MappingNet(problem.num_actions, width, depth)
         self.graphs = problem.graphs()
         self.tx = optax.adam(lr)
-        template = self.net.init(jax.random.key(0), self.graphs)
+        shapes = jax.eval_shape(self.net.init, jax.random.key(0), self.graphs)   # no eager Flax init (slow)
+        template = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
         flat, self.unravel = ravel_pytree(template)
         self.dim = flat.shape[0]
         ids = jax.tree.map(lambda x, i: jnp.full(x.shape, i, jnp.int32), template,
                            jax.tree.unflatten(jax.tree.structure(template), list(range(len(jax.tree.leaves(template))))))
         self.leaf_id = ravel_pytree(ids)[0].astype(jnp.int32)        # [D] parameter tensor of each weight
         self.num_leaves = len(jax.tree.leaves(template))
+        self._init = jax.jit(self._init_params)
         self.ask = jax.jit(self._ask)
         self.tell = jax.jit(self._tell)
         self.act = jax.jit(self._act)
@@ -123,15 +125,18 @@ class EGRL:
     def init(self, key: jax.Array, example_obs: Any = None) -> EGRLState:
         """Population of P independently initialised GNNs, a learner, an empty replay.
         ``example_obs`` is unused (the problem fixes the graph); kept for the interface."""
-        k_pop, k_actor, k_critic, key = jax.random.split(key, 4)
-        pop = jax.vmap(lambda k: ravel_pytree(self.net.init(k, self.graphs))[0])(jax.random.split(k_pop, self.P))
-        actor = self.net.init(k_actor, self.graphs)
-        critic = self.net.init(k_critic, self.graphs)
+        pop, actor, critic, key = self._init(key)
         L = self.problem.num_layers
         replay = Replay(jnp.zeros((self.capacity, L), jnp.int32), jnp.zeros((self.capacity,), jnp.float32),
                         jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
         return EGRLState(pop, jnp.full((self.P,), -jnp.inf, jnp.float32), actor, critic, self.tx.init(actor),
                          self.tx.init(critic), replay, key, jnp.zeros((), jnp.int32))
+
+    def _init_params(self, key: jax.Array):
+        """(population [P, D], actor params, critic params, next key)."""
+        k_pop, k_actor, k_critic, key = jax.random.split(key, 4)
+        pop = jax.vmap(lambda k: ravel_pytree(self.net.init(k, self.graphs))[0])(jax.random.split(k_pop, self.P))
+        return pop, self.net.init(k_actor, self.graphs), self.net.init(k_critic, self.graphs), key
 
     def update(self, state: EGRLState, batch) -> tuple[EGRLState, dict]:
         """``batch = (actions [P + k, L], fitness [P + k])`` of the mappings `ask` returned."""
@@ -291,7 +296,8 @@ def train_egrl(env, egrl: EGRL, key: jax.Array, run: EGRLRunConfig = EGRLRunConf
     ``outcome``: (model, params, node_cap, edge_cap) of a trained outcome model for
     ``fitness="model"`` (None: train one here, its data counted in the budget). Returns
     ``{"best_reward", "best_actions" [L], "episodes", "generations", "curve": [(episodes,
-    best real reward)], "history": per-generation metrics, "state"}``."""
+    best real reward)], "history": per-generation metrics, "state", "outcome": the outcome
+    model tuple used (None with real fitness)}``."""
     if run.fitness not in ("real", "model"):
         raise ValueError(f"egrl: fitness must be 'real' or 'model', got {run.fitness!r}")
     if run.budget < 1:
@@ -333,7 +339,7 @@ def train_egrl(env, egrl: EGRL, key: jax.Array, run: EGRLRunConfig = EGRLRunConf
     if model_fit is not None:
         real(np.asarray(egrl.ask(state)[0])[:1])    # the final champion (row 0), measured
     return {"best_reward": real.best_reward, "best_actions": real.best_actions, "episodes": real.episodes,
-            "generations": gen, "curve": real.curve, "history": history, "state": state}
+            "generations": gen, "curve": real.curve, "history": history, "state": state, "outcome": outcome}
 
 
 def fit_outcome_model(env, episodes: int, steps: int, seed: int):
