@@ -105,7 +105,8 @@ class EGRL:
         self.k, self.learner_steps, self.batch_size = learner_episodes, learner_steps, batch_size
         self.capacity, self.alpha, self.migrate_every = replay_capacity, alpha, migrate_every
         self.net = MappingNet(problem.num_actions, width, depth)
-        self.graphs = problem.graphs()
+        self.arrays = problem.arrays()
+        self.graphs = self.arrays["graphs"]
         self.tx = optax.adam(lr)
         shapes = jax.eval_shape(self.net.init, jax.random.key(0), self.graphs)   # no eager Flax init (slow)
         template = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
@@ -115,11 +116,12 @@ class EGRL:
                            jax.tree.unflatten(jax.tree.structure(template), list(range(len(jax.tree.leaves(template))))))
         self.leaf_id = ravel_pytree(ids)[0].astype(jnp.int32)        # [D] parameter tensor of each weight
         self.num_leaves = len(jax.tree.leaves(template))
-        self._init = jax.jit(self._init_params)
-        self.ask = jax.jit(self._ask)
-        self.tell = jax.jit(self._tell)
-        self.act = jax.jit(self._act)
-        self.logits = jax.jit(self._logits)
+        # the problem's arrays are jit arguments, never closed-over constants (see MappingProblem.arrays)
+        init, ask, tell, act = (jax.jit(f) for f in (self._init_params, self._ask, self._tell, self._act))
+        self._init = lambda key: init(self.arrays, key)
+        self.ask = lambda state: ask(self.arrays, state)
+        self.tell = lambda state, actions, fitness: tell(self.arrays, state, actions, fitness)
+        self.act = lambda state, obs, key: act(self.arrays, state, obs, key)
 
     # ------------------------------------------------------------------ interface
     def init(self, key: jax.Array, example_obs: Any = None) -> EGRLState:
@@ -132,44 +134,45 @@ class EGRL:
         return EGRLState(pop, jnp.full((self.P,), -jnp.inf, jnp.float32), actor, critic, self.tx.init(actor),
                          self.tx.init(critic), replay, key, jnp.zeros((), jnp.int32))
 
-    def _init_params(self, key: jax.Array):
-        """(population [P, D], actor params, critic params, next key)."""
+    def _init_params(self, c: dict, key: jax.Array):
+        """(population [P, D], actor params, critic params, next key); ``c``: the problem's arrays."""
+        g = c["graphs"]
         k_pop, k_actor, k_critic, key = jax.random.split(key, 4)
-        pop = jax.vmap(lambda k: ravel_pytree(self.net.init(k, self.graphs))[0])(jax.random.split(k_pop, self.P))
-        return pop, self.net.init(k_actor, self.graphs), self.net.init(k_critic, self.graphs), key
+        pop = jax.vmap(lambda k: ravel_pytree(self.net.init(k, g))[0])(jax.random.split(k_pop, self.P))
+        return pop, self.net.init(k_actor, g), self.net.init(k_critic, g), key
 
     def update(self, state: EGRLState, batch) -> tuple[EGRLState, dict]:
         """``batch = (actions [P + k, L], fitness [P + k])`` of the mappings `ask` returned."""
         return self.tell(state, *batch)
 
-    def _logits(self, flat: jax.Array) -> jax.Array:
+    def _logits(self, c: dict, flat: jax.Array) -> jax.Array:
         """float32 [L, A] logits of one flat parameter vector [D]."""
-        return self.net.apply(self.unravel(flat), self.graphs)
+        return self.net.apply(self.unravel(flat), c["graphs"])
 
-    def _act(self, state: EGRLState, obs: dict, key: jax.Array) -> jax.Array:
+    def _act(self, c: dict, state: EGRLState, obs: dict, key: jax.Array) -> jax.Array:
         """Step-wise use in the real environment: the champion's (row 0) action for the layer
         the observation marks as next, among the legal ones (``obs["action_mask"]`` [A])."""
         i = jnp.argmax(jnp.asarray(obs["nodes"])[:, self.problem.next_col])
-        lg = self._logits(state.population[0])[i]
+        lg = self._logits(c, state.population[0])[i]
         mask = jnp.asarray(obs["action_mask"])[:lg.shape[0]] > 0
         return jnp.argmax(jnp.where(mask, lg, -jnp.inf)).astype(jnp.int32)
 
-    def _ask(self, state: EGRLState) -> tuple[jax.Array, EGRLState]:
+    def _ask(self, c: dict, state: EGRLState) -> tuple[jax.Array, EGRLState]:
         """(actions int32 [P + k, L]: the population's greedy mappings then k learner samples,
         the state with its key advanced)."""
         key, k_pop, k_learn = jax.random.split(state.key, 3)
-        logits = jax.vmap(self._logits)(state.population)
-        pop_acts, _ = jax.vmap(lambda lg, k: decode(self.problem, lg, k, False))(logits, jax.random.split(k_pop, self.P))
-        lg = self.net.apply(state.actor, self.graphs)
-        learn_acts, _ = jax.vmap(lambda k: decode(self.problem, lg, k, True))(jax.random.split(k_learn, self.k))
+        logits = jax.vmap(lambda f: self._logits(c, f))(state.population)
+        pop_acts, _ = jax.vmap(lambda lg, k: decode(c, lg, k, False))(logits, jax.random.split(k_pop, self.P))
+        lg = self.net.apply(state.actor, c["graphs"])
+        learn_acts, _ = jax.vmap(lambda k: decode(c, lg, k, True))(jax.random.split(k_learn, self.k))
         return jnp.concatenate([pop_acts, learn_acts], 0), state.replace(key=key)
 
-    def _tell(self, state: EGRLState, actions: jax.Array, fitness: jax.Array) -> tuple[EGRLState, dict]:
+    def _tell(self, c: dict, state: EGRLState, actions: jax.Array, fitness: jax.Array) -> tuple[EGRLState, dict]:
         fitness = jnp.asarray(fitness, jnp.float32)
         replay = add_to_replay(state.replay, jnp.asarray(actions, jnp.int32), fitness)
         key, k_learn, k_ga = jax.random.split(state.key, 3)
         state = state.replace(replay=replay, key=key, fitness=fitness[:self.P])
-        state, lm = self._learn(state, k_learn)
+        state, lm = self._learn(c["graphs"], state, k_learn)
         pop = self._next_population(state.population, state.fitness, k_ga)
         gen = state.generation + 1
         migrate = (self.migrate_every > 0) & (gen % max(self.migrate_every, 1) == 0)
@@ -209,8 +212,8 @@ class EGRL:
         return jnp.concatenate([pop[order[:e]], child], 0)
 
     # ------------------------------------------------------------------ learner
-    def _learn(self, state: EGRLState, key: jax.Array) -> tuple[EGRLState, dict]:
-        """``learner_steps`` discrete-SAC steps on minibatches of the replay."""
+    def _learn(self, graphs, state: EGRLState, key: jax.Array) -> tuple[EGRLState, dict]:
+        """``learner_steps`` discrete-SAC steps on minibatches of the replay (``graphs``: the layer graph)."""
         rp = state.replay
         valid = jnp.arange(self.capacity) < rp.size
         n = jnp.maximum(rp.size, 1).astype(jnp.float32)
@@ -218,12 +221,12 @@ class EGRL:
         std = jnp.sqrt(jnp.where(valid, (rp.reward - mean) ** 2, 0.0).sum() / n) + 1e-6
 
         def critic_loss(critic, acts, y):
-            q = self.net.apply(critic, self.graphs)                                      # [L, A]
+            q = self.net.apply(critic, graphs)                                           # [L, A]
             qa = jnp.take_along_axis(q[None], acts[..., None], -1)[..., 0].mean(-1)     # [B]
             return ((qa - y) ** 2).mean()
 
         def actor_loss(actor, q):
-            logp = jax.nn.log_softmax(self.net.apply(actor, self.graphs))                # [L, A]
+            logp = jax.nn.log_softmax(self.net.apply(actor, graphs))                     # [L, A]
             p = jnp.exp(logp)
             return (p * (self.alpha * logp - jax.lax.stop_gradient(q))).sum(-1).mean(), -(p * logp).sum(-1).mean()
 
@@ -234,7 +237,7 @@ class EGRL:
             closs, cg = jax.value_and_grad(critic_loss)(critic, rp.actions[idx], y)
             cu, copt = self.tx.update(cg, copt, critic)
             critic = optax.apply_updates(critic, cu)
-            q = self.net.apply(critic, self.graphs)
+            q = self.net.apply(critic, graphs)
             (aloss, ent), ag = jax.value_and_grad(actor_loss, has_aux=True)(actor, q)
             au, aopt = self.tx.update(ag, aopt, actor)
             return (optax.apply_updates(actor, au), critic, aopt, copt), (closs, aloss, ent)

@@ -92,6 +92,13 @@ class MappingProblem:
                    (ints[len(lg):] // unit).astype(np.int32), np.asarray(lg.last_use, np.int32), caps, unit, env.M,
                    int(env._next))
 
+    def arrays(self) -> dict:
+        """The problem as a pytree of device arrays for jitted code (pass it as an argument:
+        closed-over constants make XLA constant-fold the GNN over the graph, slowly):
+        ``graphs`` (`graphs`), ``w_units`` / ``a_units`` / ``last_use`` [L], ``cap_units`` [M]."""
+        return {"graphs": self.graphs(), "w_units": jnp.asarray(self.w_units), "a_units": jnp.asarray(self.a_units),
+                "last_use": jnp.asarray(self.last_use), "cap_units": jnp.asarray(self.cap_units)}
+
     def graphs(self) -> jraph.GraphsTuple:
         """The layer graph as one jraph graph: nodes [L, F], zero edge features [E, 1], zero
         globals [1, 1]."""
@@ -120,19 +127,18 @@ class MappingNet(nn.Module):
         return MLP((self.width, self.outputs))(x)
 
 
-def decode(problem: MappingProblem, logits: jax.Array, key: jax.Array, sample: bool) -> tuple[jax.Array, jax.Array]:
-    """A capacity-feasible mapping from per-layer logits [L, A].
+def decode(arrays: dict, logits: jax.Array, key: jax.Array, sample: bool) -> tuple[jax.Array, jax.Array]:
+    """A capacity-feasible mapping from per-layer logits [L, A] (``arrays``: `MappingProblem.arrays`).
 
     Layer i takes the argmax (``sample=False``) or a draw (``sample=True``) of its logits over
     the actions that fit given layers 0..i-1 (the environment's ``action_mask``). Returns
     (actions int32 [L], feasible bool []: False if some layer had no fitting action, then
     that layer took the all-slowest action A-1 and the real environment would reject it)."""
-    M = problem.num_levels
+    caps = arrays["cap_units"]
+    wu, au, last = arrays["w_units"], arrays["a_units"], arrays["last_use"]
+    M, L = caps.shape[0], wu.shape[0]
     A = M * M
-    L = problem.num_layers
     w_of, a_of = jnp.arange(A) // M, jnp.arange(A) % M
-    caps = jnp.asarray(problem.cap_units)
-    wu, au, last = jnp.asarray(problem.w_units), jnp.asarray(problem.a_units), jnp.asarray(problem.last_use)
     idx = jnp.arange(L)
 
     def step(carry, xs):
@@ -215,13 +221,14 @@ class ModelFitness:
         from worldmodels.replay import standard_obs
 
         template = pad_observation(standard_obs(start_obs), node_cap, edge_cap)
-        steps = node_steps(model.layout, template.nodes, template.n_node)
-        self.chunk = chunk
+        self.template = jax.tree.map(jnp.asarray, template)
+        self.steps = jnp.asarray(node_steps(model.layout, template.nodes, template.n_node))
+        self.chunk, self.params = chunk, params
 
-        def score(actions):                                  # int32 [chunk, L] -> [chunk]
-            nodes = jax.vmap(lambda a: assign(model.layout, jnp.asarray(template.nodes), jnp.asarray(steps), a))(actions)
+        def score(params, template, steps, actions):          # int32 [chunk, L] -> [chunk]
+            nodes = jax.vmap(lambda a: assign(model.layout, template.nodes, steps, a))(actions)
             b = actions.shape[0]
-            pg = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (b,) + np.shape(x)), template)
+            pg = jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), template)
             return model.score(params, pg._replace(nodes=nodes))
 
         self._score = jax.jit(score)
@@ -231,5 +238,6 @@ class ModelFitness:
         k = len(actions)
         pad = (-k) % self.chunk
         padded = np.concatenate([actions, np.repeat(actions[:1], pad, 0)]) if pad else actions
-        out = [np.asarray(self._score(padded[i:i + self.chunk])) for i in range(0, len(padded), self.chunk)]
+        out = [np.asarray(self._score(self.params, self.template, self.steps, padded[i:i + self.chunk]))
+               for i in range(0, len(padded), self.chunk)]
         return np.concatenate(out)[:k].astype(np.float64)

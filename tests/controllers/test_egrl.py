@@ -36,12 +36,12 @@ def test_decoded_mappings_are_legal_in_the_real_env(env, problem):
     # logits biased to the fast levels make capacity bind on many layers
     bias = jnp.array([4.0, 3, 1, 3, 2, 0, 1, 0, -1])
     logits = 3 * jax.random.normal(jax.random.key(0), (6, problem.num_layers, 9)) + bias
-    acts, ok = jax.jit(jax.vmap(lambda lg, k: decode(problem, lg, k, True)))(logits, jax.random.split(jax.random.key(1), 6))
+    acts, ok = jax.jit(jax.vmap(lambda lg, k: decode(problem.arrays(), lg, k, True)))(logits, jax.random.split(jax.random.key(1), 6))
     assert bool(ok.all())
     assert all(valid for _, valid in (real_episode(env, a) for a in np.asarray(acts)))
     assert len({np.asarray(a).tobytes() for a in acts}) == 6           # really different mappings
     # greedy decode of fastest-first preferences = the env's mask rule, layer by layer
-    greedy, _ = decode(problem, jnp.broadcast_to(-jnp.arange(9.0), (problem.num_layers, 9)), jax.random.key(0), False)
+    greedy, _ = decode(problem.arrays(), jnp.broadcast_to(-jnp.arange(9.0), (problem.num_layers, 9)), jax.random.key(0), False)
     obs, _ = env.reset(seed=0)
     for a in np.asarray(greedy):
         assert a == np.flatnonzero(obs["action_mask"])[0]

@@ -36,7 +36,7 @@ def _check(r, learners):
 
 def test_tiny_comparison(tmp_path):
     r = _run("--graphs", "squeezenet", "--seeds", "1", "--controllers", "egrl,ppo,cmaes", "--budget", "8",
-             "--egrl-pop", "2", "--max-generations", "2", "--out", str(tmp_path))
+             "--egrl-pop", "3", "--max-generations", "2", "--out", str(tmp_path))
     _check(r, ["egrl", "ppo", "cmaes"])
     assert (tmp_path / "summary.json").is_file()
 
