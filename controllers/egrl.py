@@ -116,6 +116,7 @@ class EGRL:
                            jax.tree.unflatten(jax.tree.structure(template), list(range(len(jax.tree.leaves(template))))))
         self.leaf_id = ravel_pytree(ids)[0].astype(jnp.int32)        # [D] parameter tensor of each weight
         self.num_leaves = len(jax.tree.leaves(template))
+        self.leaf_size = np.array([x.size for x in jax.tree.leaves(template)], np.float32)   # [num_leaves]
         # the problem's arrays are jit arguments, never closed-over constants (see MappingProblem.arrays)
         init, ask, tell, act = (jax.jit(f) for f in (self._init_params, self._ask, self._tell, self._act))
         self._init = lambda key: init(self.arrays, key)
@@ -203,7 +204,7 @@ class EGRL:
         take2 = jax.random.bernoulli(kcm, 0.5, (n, self.num_leaves))[:, self.leaf_id]              # [n, D]
         child = jnp.where(cross & take2, p2, p1)
         rms = jnp.sqrt(jax.vmap(lambda c: jax.ops.segment_sum(c ** 2, self.leaf_id, self.num_leaves))(child)
-                       / jnp.bincount(self.leaf_id, length=self.num_leaves))
+                       / self.leaf_size)
         scale = self.mutation_std * jnp.maximum(jnp.take_along_axis(rms, jnp.broadcast_to(self.leaf_id, (n, D)), 1), 1e-2)
         scale = scale * jnp.where(jax.random.uniform(ks, (n, 1)) < self.super_mutation_prob, 10.0, 1.0)
         mutate = (jax.random.uniform(km, (n, 1)) < self.mutation_prob) & \

@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
             base[b] = [run_memory_baseline(env.lg, env.acc, b, s, **kw)[1].throughput / ref
                        for s in (range(args.seeds) if b == "anneal" else [0])]
         agents: dict = {}
-        runs = {name: [run_learner(name, g, s, args.budget, args, agents) for s in range(args.seeds)]
-                for name in learners}
-        for name, rs in runs.items():
-            print(f"{g} {name}: best speedups {[round(r['best'], 3) for r in rs]} "
-                  f"({np.mean([r['seconds'] for r in rs]):.0f} s/run)", flush=True)
+        runs: dict = {name: [] for name in learners}
+        for name in learners:
+            for s in range(args.seeds):
+                r = run_learner(name, g, s, args.budget, args, agents)
+                runs[name].append(r)
+                print(f"{g} {name} seed {s}: best speedup {r['best']:.4f} in {r['episodes']} real episodes "
+                      f"({r['seconds']:.0f} s)", flush=True)
         results[g] = {"layers": len(env.lg), "baselines": base, "runs": runs}
 
     summary = _summarise(results, learners, args)
