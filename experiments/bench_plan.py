@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     from systems_envs.graph.cost import make_cost_model
     from systems_envs.graph.load import load_graph
     from systems_envs.rewrite.search import backtracking, greedy
-    from worldmodels.loop import graph_list
+    from worldmodels.tasks import instance_list as graph_list
     from worldmodels.trained import load_run
 
     graphs = graph_list(args.graphs)

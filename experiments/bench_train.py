@@ -30,7 +30,7 @@ def steps_to_reach(curve: list[tuple[int, float]], target: float, tol: float = 1
 
 
 def analyse(logdir: str) -> dict:
-    from worldmodels.loop import read_scalars
+    from worldmodels.tb_reader import read_scalars
 
     runs = []
     for path in sorted(glob.glob(os.path.join(logdir, "*", "seed*", "summary.json"))):

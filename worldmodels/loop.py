@@ -51,14 +51,12 @@ import numpy as np
 
 from controllers.agents import Imagination, make_agent
 from controllers.base import stack_observations
-from controllers.latent import LatentPolicyValue, LatentPPO, latent_features  # noqa: F401  (public names)
 from worldmodels.collector import Collector
 from worldmodels.config import Config, config_hash, flatten
-from worldmodels.dream import DreamEnv, DreamParams, model_obs, obs_to_start, start_entry  # noqa: F401
-from worldmodels.episodes import EpisodeRecord, add_bounded, concat_replays, episodes_to_replay  # noqa: F401
-from worldmodels.tasks import instance_list as graph_list  # noqa: F401
-from worldmodels.tasks import make_task
-from worldmodels.tb_reader import last_steps, read_scalars  # noqa: F401
+from worldmodels.dream import DreamEnv, DreamParams, model_obs, start_entry
+from worldmodels.episodes import add_bounded, episodes_to_replay
+from worldmodels.tasks import instance_list, make_task
+from worldmodels.tb_reader import last_steps
 
 MODES = ("model_based", "model_free")
 TRAIN_ENVS = ("real", "imagined")
@@ -122,7 +120,7 @@ def validate_config(cfg: Config) -> None:
         raise ValueError(f"--controller.train_env must be 'real' or 'imagined', got {c.train_env!r}")
     if lp.mode == "model_free" and c.name == "planner":
         raise ValueError("--controller.name planner needs a world model: use --loop.mode model_based")
-    if not graph_list(cfg.env.graph):
+    if not instance_list(cfg.env.graph):
         raise ValueError("--env.graph: give at least one training instance (comma-separated names)")
     if not 0.0 <= lp.real_ratio <= 1.0 or not 0.0 <= lp.explore_eps <= 1.0:
         raise ValueError("--loop.real_ratio and --loop.explore_eps must be in [0, 1]")

@@ -126,7 +126,7 @@ class TrainedRun:
         """Model observations [B, ...] (latent, slots, mask, slot conflicts) of real ones."""
         from controllers.base import next_pow2
         from encoders.graphs import Buckets, batch_observations
-        from worldmodels.loop import model_obs
+        from worldmodels.dream import model_obs
 
         k = len(observations)
         n_cap, e_cap = (np.shape(observations[0][x])[0] for x in ("node_features", "senders"))  # the env's capacity
@@ -201,7 +201,7 @@ class TrainedRun:
         if not self.model_based:
             raise ValueError(f"run {self.run_dir} is model-free: MCTS needs a world model (a model-based run)")
         from controllers.mcts import MCTS
-        from worldmodels.loop import DreamEnv
+        from worldmodels.dream import DreamEnv
 
         key = ("mcts", simulations, method)
         cache = self.jitted
@@ -357,7 +357,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
         template: dict[str, Any] = {"env_steps": 0, "iteration": 0, "wall": 0.0, "key": jax.random.fold_in(key, 7)}
         wm = None
         if model_based:
-            from worldmodels.loop import LatentPPO
+            from controllers.latent import LatentPPO
             from worldmodels.replay import Replay
             from worldmodels.world_model import Trainer, WorldModel
 

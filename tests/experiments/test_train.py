@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from worldmodels.loop import read_scalars
+from worldmodels.tb_reader import read_scalars
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TAGS = ("real/episode_return", "real/cost_reduction", "imagined/episode_return", "validation/return_gap",
