@@ -12,7 +12,8 @@ environment ends the episode (its ``max_steps``), and returns the cheapest graph
 seen, never worse than the input.
 
 ``width=1, expand=1`` is the policy alone: its most probable action at every step, until it
-stops. Cost: at most ``width * expand`` real environment steps per depth, plus one batched
+stops (one clone of the environment stepped in place, no merging: the same result as the
+general search with one beam, without its per-step clone and graph hash). Cost: at most ``width * expand`` real environment steps per depth, plus one batched
 policy evaluation.
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ def beam_search(env, obs: dict, policy: Callable[[Sequence[dict]], np.ndarray], 
     ``expanded`` counts the real environment steps taken."""
     if width < 1 or expand < 1:
         raise ValueError(f"beam search needs width >= 1 and expand >= 1, got {width} and {expand}")
+    if width == 1 and expand == 1:
+        return _greedy_rollout(env, obs, policy)
     t0 = time.perf_counter()
     cost0 = env.index.cost
     best = (cost0, env.graph.copy(), [])
@@ -77,4 +80,28 @@ def beam_search(env, obs: dict, policy: Callable[[Sequence[dict]], np.ndarray], 
         beams = [c[2] for c in ranked[:width]]
         if progress:
             progress(f"beam depth {depth}: {len(beams)} beams, best {best[0]:.4f} ms, {steps} real steps")
+    return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, steps)
+
+
+def _greedy_rollout(env, obs: dict, policy) -> SearchResult:
+    """The policy alone: `beam_search` with ``width = expand = 1`` on one clone of ``env``."""
+    t0 = time.perf_counter()
+    env = env.clone()
+    cost0 = env.index.cost
+    best = (cost0, env.graph.copy(), [])
+    rewrites: list = []
+    steps = 0
+    while True:
+        lp = np.asarray(policy([obs]), np.float64)[0]
+        legal = np.flatnonzero(np.asarray(obs["action_mask"]) > 0)
+        a = int(legal[np.argsort(-lp[legal], kind="stable")[0]])
+        if a == len(lp) - 1:
+            break
+        obs, _, term, trunc, info = env.step(a)
+        steps += 1
+        rewrites.append((info["rule"], tuple(info["location"])))
+        if env.index.cost < best[0]:
+            best = (env.index.cost, env.graph.copy(), list(rewrites))
+        if term or trunc:
+            break
     return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, steps)

@@ -15,7 +15,9 @@ compared with the rules of this code. Only PPO controllers are applied (``cmaes`
 Adapting to the graph: the policy and the world model score each candidate slot with shared
 weights and read graphs of any size through padding, so a graph larger than the training
 graphs gets an environment whose node/edge capacity is bucketed to it (the next power of two
-of twice its size, as training does, or the run's ``env.node_capacity`` if larger). The
+of twice its size, as training does, or the run's ``env.node_capacity`` if larger); a
+chained episode keeps the previous episode's capacity while the graph fills at most three
+quarters of it (so nothing is compiled again for it). The
 number of candidate slots ``A`` and the episode length stay the run's
 (``env.max_candidates``, ``env.max_steps``), because the observation's global features are
 relative to them. A run trained with a different rule set (names or count), or with
@@ -48,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from controllers.base import next_pow2
 from systems_envs.rewrite.search import SearchResult
 from worldmodels.checkpoint import CheckpointError
 
@@ -124,7 +127,6 @@ class TrainedRun:
     # ------------------------------------------------------------------ observations
     def encode(self, observations: list[dict]) -> dict:
         """Model observations [B, ...] (latent, slots, mask, slot conflicts) of real ones."""
-        from controllers.base import next_pow2
         from encoders.graphs import Buckets, batch_observations
         from worldmodels.dream import model_obs
 
@@ -287,7 +289,6 @@ def _search_pv(mcts, state, model_obs, key, length):
 def _env_for(cfg, graph, cost: str, rules, min_nodes: int = 0, min_edges: int = 0):
     """The real environment of ``graph`` with the run's slots and episode length, and a node /
     edge capacity bucketed to the graph (see the module docstring)."""
-    from controllers.base import next_pow2
     from systems_envs.graph.cost import make_cost_model
     from systems_envs.graph.ir import Graph
     from systems_envs.graph.load import load_graph
@@ -298,11 +299,20 @@ def _env_for(cfg, graph, cost: str, rules, min_nodes: int = 0, min_edges: int = 
     prune_dead(g)
     n = len(g)
     m = sum(len(x.inputs) for x in g.nodes.values())
-    max_nodes = max(next_pow2(2 * n + 2), cfg.env.node_capacity or 0, min_nodes)
-    max_edges = max(next_pow2(2 * m + 2), cfg.env.edge_capacity or 0, min_edges)
+    max_nodes = _capacity(n, cfg.env.node_capacity or 0, min_nodes)
+    max_edges = _capacity(m, cfg.env.edge_capacity or 0, min_edges)
     return GraphRewriteEnv(g, rules=rules, max_nodes=max_nodes, max_edges=max_edges,
                            max_candidates=cfg.env.max_candidates, max_steps=cfg.env.max_steps,
                            cost_model=make_cost_model(cost))
+
+
+def _capacity(size: int, run_capacity: int, previous: int) -> int:
+    """Node or edge capacity for a graph of ``size`` nodes (edges): ``previous`` (the last
+    episode's capacity) while the graph fills at most 3/4 of it, else the next power of two of
+    twice the size, at least the run's ``run_capacity``."""
+    if previous and 4 * size <= 3 * previous:
+        return previous
+    return max(next_pow2(2 * size + 2), run_capacity, previous)
 
 
 #: loaded checkpoints: (run dir, step, checkpoint mtime) -> (agent, agent state, world model,

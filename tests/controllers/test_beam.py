@@ -51,3 +51,33 @@ def test_width_one_is_greedy_and_wider_beams_stay_equivalent():
     wide.graph.validate()
     for a, b in zip(execute(g, seed=1), execute(wide.graph, seed=1)):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(a).max())))
+
+
+def test_policy_alone_returns_the_cheapest_graph_along_its_path():
+    """Width 1 follows the policy step by step (checked against stepping a second env by hand)
+    and returns the cheapest graph seen, also when later steps raise the cost."""
+    env = _env()
+    obs, _ = env.reset(seed=0)
+
+    def worst_first(observations):      # least reward first, stop after 6 rewrites
+        o = observations[0]
+        legal = np.asarray(o["action_mask"]) > 0
+        logits = np.append(-1e3 * np.asarray(o["candidate_reward"], np.float64), -np.inf)
+        if o["globals"][1] >= 6 / 100 or not legal[:-1].any():
+            logits[:] = -np.inf
+            logits[-1] = 0.0
+        return np.where(legal, logits, -np.inf)[None]
+
+    res = beam_search(env, obs, worst_first, width=1, expand=1)
+    assert res.expanded == 6
+    hand = _env()
+    o, _ = hand.reset(seed=0)
+    costs = [hand.index.cost]
+    for _ in range(6):
+        lp = worst_first([o])[0]
+        legal = np.flatnonzero(np.asarray(o["action_mask"]) > 0)
+        o, *_ = hand.step(int(legal[np.argsort(-lp[legal], kind="stable")[0]]))
+        costs.append(hand.index.cost)
+    assert res.cost_after == min(costs) and res.cost_before == costs[0]
+    assert len(res.rewrites) == int(np.argmin(costs))      # the rewrites that lead to the best graph
+    assert env.index.cost == costs[0]
