@@ -212,8 +212,9 @@ class Loop:
         return model_obs(lat, slots, jnp.asarray(b.action_mask))
 
     def featurize(self, st, graph_obs: list[dict]):
-        """What the agent reads: model observations (model-based) or stacked graph observations."""
-        if self.model_based:
+        """What the agent reads: model observations (model-based, unless the agent reads graph
+        observations) or stacked graph observations."""
+        if self.model_based and not self.agent.reads_graph_obs:
             return self.encode(st["wm"].params, graph_obs)
         return stack_observations(graph_obs)
 
@@ -337,7 +338,7 @@ class Loop:
         out = self.collector.episode(instance, key, lambda obs, k: self.agent.act(state, obs, k, True, model),
                                      lambda g: self.featurize(st, g), self.B)
         first, first_obs = out.pop("first"), out.pop("first_obs")
-        if self.model_based and self.agent.learns:
+        if self.model_based and self.agent.learns and not self.agent.reads_graph_obs:
             start = jax.tree_util.tree_map(lambda x: x[0], first)
             if self.outcome is not None:
                 start = {**start, "placed": _placed_graph(first_obs, *self.task.capacity())}
