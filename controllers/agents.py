@@ -38,20 +38,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from controllers.base import get_mask, make_controller, random_legal_action, section_kwargs
+from controllers.registry import Registry
 
-_AGENTS: dict[str, Callable[..., "Agent"]] = {}
+AGENTS = Registry("training-loop controller", flag="--controller.name")
 
 
 def register_agent(name: str):
     """Decorator: ``@register_agent("ppo")`` on a factory ``f(cfg, model_based, **deps) -> Agent``."""
-    def deco(factory):
-        _AGENTS[name] = factory
-        return factory
-    return deco
+    return AGENTS.register(name)
 
 
 def agent_names() -> list[str]:
-    return sorted(_AGENTS)
+    return AGENTS.names()
 
 
 def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
@@ -59,14 +57,12 @@ def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
     ``deps``: ``num_rules`` (rewriting), ``dream`` (the imagined env, model-based), ``task``
     (the `worldmodels.tasks.Task`: its environments and instances, for controllers built
     per problem)."""
-    if name not in _AGENTS:
+    if name not in AGENTS:
         from controllers.base import registered_controllers
         if name in registered_controllers():
             raise ValueError(f"--controller.name {name}: this controller has no training-loop adapter "
                              f"(add one with controllers.agents.register_agent; have: {', '.join(agent_names())})")
-        raise ValueError(f"--controller.name must be one of {', '.join(agent_names())} in the training loop, "
-                         f"got {name!r}")
-    agent = _AGENTS[name](cfg, model_based, **deps)
+    agent = AGENTS.get(name)(cfg, model_based, **deps)
     if agent.needs_model and not model_based:
         raise ValueError(f"--controller.name {name} needs a world model: use --loop.mode model_based")
     return agent
