@@ -283,7 +283,8 @@ class EGRLAgent(Agent):
     after a generation) step by step on graph observations; its logits come from the layer
     graph as at reset (`controllers.mapping.reset_graph`) and the action is the argmax over
     the environment's mask, so a real episode plays exactly the champion's decoded mapping
-    (tested). The agent's state is the `controllers.egrl.EGRLState` (checkpointed)."""
+    (tested). The agent's state is the `controllers.egrl.EGRLState` (checkpointed); EGRL
+    draws its random numbers from the key inside it, so the loop's keys go unused."""
 
     trains_on_real_episodes = True
     reads_graph_obs = True
