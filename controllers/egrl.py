@@ -91,11 +91,11 @@ class EGRL:
     the object, everything learned in `EGRLState`). See the module docstring for the
     algorithm and arguments."""
 
-    def __init__(self, problem: MappingProblem | Sequence[MappingProblem], pop_size: int = 16, elites: int = 2, tournament: int = 3,
-                 crossover_prob: float = 0.5, mutation_prob: float = 0.9, mutation_frac: float = 0.1,
-                 mutation_std: float = 0.1, super_mutation_prob: float = 0.05, learner_episodes: int = 4,
-                 learner_steps: int = 32, batch_size: int = 64, replay_capacity: int = 4096, lr: float = 1e-3,
-                 alpha: float = 0.2, migrate_every: int = 1, width: int = 32, depth: int = 2):
+    def __init__(self, problem: MappingProblem | Sequence[MappingProblem], pop_size: int = 16, elites: int = 2,
+                 tournament: int = 3, crossover_prob: float = 0.5, mutation_prob: float = 0.9,
+                 mutation_frac: float = 0.1, mutation_std: float = 0.1, super_mutation_prob: float = 0.05,
+                 learner_episodes: int = 4, learner_steps: int = 32, batch_size: int = 64, replay_capacity: int = 4096,
+                 lr: float = 1e-3, alpha: float = 0.2, migrate_every: int = 1, width: int = 32, depth: int = 2):
         checks = {"pop_size": pop_size >= 2, "elites": 0 <= elites < pop_size, "tournament": tournament >= 1,
                   "learner_episodes": learner_episodes >= 0, "learner_steps": learner_steps >= 0,
                   "batch_size": batch_size >= 1, "replay_capacity": replay_capacity >= 1,
@@ -157,8 +157,9 @@ class EGRL:
         """Population of P independently initialised GNNs, a learner, an empty replay.
         ``example_obs`` is unused (the problem fixes the graph); kept for the interface."""
         pop, actor, critic, key = self._init(key)
-        replay = tuple(Replay(jnp.zeros((self.capacity, p.num_layers), jnp.int32), jnp.zeros((self.capacity,), jnp.float32),
-                              jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)) for p in self.problems)
+        replay = tuple(Replay(jnp.zeros((self.capacity, p.num_layers), jnp.int32),
+                              jnp.zeros((self.capacity,), jnp.float32), jnp.zeros((), jnp.int32),
+                              jnp.zeros((), jnp.int32)) for p in self.problems)
         return EGRLState(pop, jnp.full((self.P,), -jnp.inf, jnp.float32), actor, critic, self.tx.init(actor),
                          self.tx.init(critic), replay, key, jnp.zeros((), jnp.int32))
 
@@ -201,7 +202,8 @@ class EGRL:
 
     def _tell(self, cs: tuple, state: EGRLState, actions: tuple, fitness: tuple) -> tuple[EGRLState, dict]:
         fitness = tuple(jnp.asarray(f, jnp.float32) for f in fitness)
-        replay = tuple(add_to_replay(rp, jnp.asarray(a, jnp.int32), f) for rp, a, f in zip(state.replay, actions, fitness))
+        replay = tuple(add_to_replay(rp, jnp.asarray(a, jnp.int32), f)
+                       for rp, a, f in zip(state.replay, actions, fitness))
         key, k_learn, k_ga = jax.random.split(state.key, 3)
         state = state.replace(replay=replay, key=key, fitness=jnp.stack([f[:self.P] for f in fitness]).mean(0))
         state, lm = self._learn(tuple(c["graphs"] for c in cs), state, k_learn)

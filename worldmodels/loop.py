@@ -29,10 +29,10 @@ One *iteration* (``mode=model_based``), as `Loop.run` reads:
 ``mode=model_free`` runs the same controller on the real environment only (PPO: the GNN
 policy over graph observations; evolution: fitness = one real episode per member; EGRL: one
 real episode per mapping and training graph), with the same logging against real
-environment steps. An agent that ``reads_graph_obs`` (EGRL) acts on graph observations in
-model-based mode too, and trains on the outcome model's scores instead of imagined rollouts. The loop knows neither the controller's name
-nor the environment's: both come from registries (`controllers.agents.make_agent`,
-`worldmodels.tasks.make_task`).
+environment steps. An agent that ``reads_graph_obs`` (EGRL) gets graph observations in
+model-based mode too, and its validation has no imagined-return check. The loop knows
+neither the controller's name nor the environment's: both come from registries
+(`controllers.agents.make_agent`, `worldmodels.tasks.make_task`).
 
 Resume: the state (counters, RNG key, world-model and outcome-model params/optimizers,
 controller state) is an orbax checkpoint; the replay store is ``replay_<step>.npz`` beside
