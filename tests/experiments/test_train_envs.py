@@ -138,10 +138,11 @@ def test_egrl_tiny_run_in_process(tmp_path, mode):
 
 
 @pytest.mark.slow
-def test_egrl_resume_from_a_checkpoint_is_exact(tmp_path):
-    """A model-free EGRL run ends after one generation (checkpointed); the same run with one
-    more generation's budget resumes from it and ends exactly like an uninterrupted run."""
-    cfg = _tiny("MemoryPlacement-v0", "model_free", **{"controller.name": "egrl", "loop.checkpoint_every": 1})
+@pytest.mark.parametrize("mode", ["model_free", "model_based"])
+def test_egrl_resume_from_a_checkpoint_is_exact(tmp_path, mode):
+    """An EGRL run ends after one iteration (checkpointed); the same run with one more
+    iteration's budget resumes from it and ends exactly like an uninterrupted run."""
+    cfg = _tiny("MemoryPlacement-v0", mode, **{"controller.name": "egrl", "loop.checkpoint_every": 1})
     quiet = lambda m: None  # noqa: E731
     n = train(cfg, str(tmp_path / "cut"), echo=quiet)["real_env_steps"]
     longer = replace_path(cfg, {"loop.total_env_steps": n + 1})
@@ -153,3 +154,5 @@ def test_egrl_resume_from_a_checkpoint_is_exact(tmp_path):
     a, b = read_scalars(str(tmp_path / "cut")), read_scalars(str(tmp_path / "full"))
     for tag in ("controller/best_fitness", "controller/critic_loss", "real/episode_return"):
         assert a[tag] == b[tag], tag
+    if mode == "model_based":
+        assert a["outcome/loss"] == b["outcome/loss"] and a["imagined/episode_return"] == b["imagined/episode_return"]
