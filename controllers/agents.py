@@ -18,10 +18,13 @@ its learned state is one pytree (checkpointed by the loop).
   model-based updates, ``n_real`` of them on the (re-encoded) real batch
 - ``train_on_episodes(state, run_episode, key) -> (state, metrics, steps, returns)``: for
   agents with ``trains_on_real_episodes`` (evolution: fitness = whole real episodes) in
-  model-free mode; ``run_episode(action_fn, seed) -> (return, steps)``.
+  model-free mode; ``run_episode(action_fn, seed, instance=None) -> (return, steps)``
+  (`worldmodels.collector.Collector.episode_return`).
 
 Flags: ``learns`` (has something to train), ``uses_real_batch`` (wants the PPO-format batch
-of collected steps), ``needs_model`` (acts by planning: model-based mode only).
+of collected steps), ``needs_model`` (acts by planning: model-based mode only),
+``reads_graph_obs`` (acts on graph observations in both modes, never on model observations:
+the loop then skips its imagined-return check in validation).
 
 Adding a controller to the loop: write its adapter (subclass `Agent`) and register it with
 ``@register_agent("name")``; names are the ``--controller.name`` values.
@@ -35,20 +38,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from controllers.base import get_mask, make_controller, random_legal_action, section_kwargs
+from controllers.registry import Registry
 
-_AGENTS: dict[str, Callable[..., "Agent"]] = {}
+AGENTS = Registry("training-loop controller", flag="--controller.name")
 
 
 def register_agent(name: str):
     """Decorator: ``@register_agent("ppo")`` on a factory ``f(cfg, model_based, **deps) -> Agent``."""
-    def deco(factory):
-        _AGENTS[name] = factory
-        return factory
-    return deco
+    return AGENTS.register(name)
 
 
 def agent_names() -> list[str]:
-    return sorted(_AGENTS)
+    return AGENTS.names()
 
 
 def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
@@ -56,14 +57,12 @@ def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
     ``deps``: ``num_rules`` (rewriting), ``dream`` (the imagined env, model-based), ``task``
     (the `worldmodels.tasks.Task`: its environments and instances, for controllers built
     per problem)."""
-    if name not in _AGENTS:
+    if name not in AGENTS:
         from controllers.base import registered_controllers
         if name in registered_controllers():
             raise ValueError(f"--controller.name {name}: this controller has no training-loop adapter "
                              f"(add one with controllers.agents.register_agent; have: {', '.join(agent_names())})")
-        raise ValueError(f"--controller.name must be one of {', '.join(agent_names())} in the training loop, "
-                         f"got {name!r}")
-    agent = _AGENTS[name](cfg, model_based, **deps)
+    agent = AGENTS.get(name)(cfg, model_based, **deps)
     if agent.needs_model and not model_based:
         raise ValueError(f"--controller.name {name} needs a world model: use --loop.mode model_based")
     return agent
@@ -88,6 +87,7 @@ class Agent:
     uses_real_batch = False
     needs_model = False
     trains_on_real_episodes = False
+    reads_graph_obs = False
 
     def __init__(self):
         self._acts: dict[bool, Callable] = {}
@@ -259,6 +259,99 @@ class EvolutionAgent(Agent):
 def _cmaes(cfg, model_based, **_):
     from controllers.latent import latent_features
     return EvolutionAgent(make_controller("cmaes", cfg, **({"features": latent_features} if model_based else {})))
+
+
+# ============================================================================ EGRL
+
+
+class EGRLAgent(Agent):
+    """EGRL (`controllers.egrl.EGRL`) on ``MemoryPlacement-v0``: one population of GNNs for
+    all training graphs (an individual's fitness: its mean final reward, the speedup, over
+    them; one learner replay per graph).
+
+    A generation asks for every graph's one-shot mappings (the P individuals' greedy decodes
+    and the learner's samples) and measures them: model-free, each mapping is one real
+    episode of its graph through the loop's collector (`train_on_episodes`; every mapping is
+    played, elites again too, so the real-step count is every step taken); model-based, the
+    loop's outcome model scores them (`train_imagined`, ``loop.controller_updates_per_iter``
+    generations per iteration, no real step), and the real check of the model's choice is
+    the loop's own: its collector plays the champion (with ``loop.explore_eps`` random
+    actions) every iteration, those episodes refit the outcome model, and validation
+    measures the champion on the real environment.
+
+    Acting (collection and validation, training and held-out graphs): the champion (row 0
+    after a generation) step by step on graph observations; its logits come from the layer
+    graph as at reset (`controllers.mapping.reset_graph`) and the action is the argmax over
+    the environment's mask, so a real episode plays exactly the champion's decoded mapping
+    (tested). The agent's state is the `controllers.egrl.EGRLState` (checkpointed); EGRL
+    draws its random numbers from the key inside it, so the loop's keys go unused."""
+
+    trains_on_real_episodes = True
+    reads_graph_obs = True
+
+    def __init__(self, cfg, model_based: bool, task=None, dream=None):
+        from controllers.mapping import MappingProblem, ModelFitness
+        env_name = None if task is None else task.cfg.env.name
+        if env_name != "MemoryPlacement-v0":
+            raise ValueError(f"--controller.name egrl: EGRL maps whole layer graphs of MemoryPlacement-v0; "
+                             f"--env.name {env_name} is not supported")
+        self.instances = list(task.train)
+        envs = [task.make_env([g]).env for g in self.instances]
+        self.egrl = make_controller("egrl", cfg, problem=[MappingProblem.from_env(e) for e in envs])
+        self.M, self.next_col = self.egrl.problem.num_levels, self.egrl.problem.next_col
+        self.model_fitness = None
+        if model_based:
+            if dream is None or dream.outcome is None:
+                raise ValueError("--controller.name egrl --loop.mode model_based: needs the outcome model "
+                                 "(--loop.outcome.enabled true)")
+            chunk = self.egrl.P + self.egrl.k
+            self.model_fitness = [ModelFitness(dream.outcome, None, *task.capacity(), e.reset(seed=0)[0], chunk=chunk)
+                                  for e in envs]
+        super().__init__()
+
+    def init(self, key, example_obs):
+        get_mask(example_obs)
+        return self.egrl.init(key)
+
+    def policy(self, state, obs, key, greedy, model=None):
+        from controllers.mapping import reset_graph
+        egrl, A = self.egrl, self.M * self.M
+        logits = egrl.net.apply(egrl.unravel(state.population[0]), reset_graph(obs, self.M, self.next_col))
+        row = logits[jnp.argmax(jnp.asarray(obs["node_features"])[:, self.next_col])]
+        mask = get_mask(obs)[:A]
+        a = jnp.where(mask.any(), jnp.argmax(jnp.where(mask, row, -jnp.inf)), A - 1).astype(jnp.int32)
+        return a, jnp.float32(0.0), jnp.float32(0.0)
+
+    @staticmethod
+    def _metrics(m: dict) -> dict:
+        return {f"controller/{k}": float(v) for k, v in m.items() if k != "migrated"}
+
+    def train_on_episodes(self, state, run_episode, key):
+        actions, state = self.egrl.ask_all(state)
+        fitness, returns, steps = [], [], 0
+        for g, acts in zip(self.instances, actions):
+            f = []
+            for a in np.asarray(acts).tolist():
+                ret, n = run_episode(lambda obs, it=iter(a): next(it), 0, g)
+                f.append(ret)
+                steps += n
+            fitness.append(np.asarray(f, np.float32))
+            returns += f
+        state, m = self.egrl.tell_all(state, actions, fitness)
+        return state, self._metrics(m), steps, returns
+
+    def train_imagined(self, state, imagination, key, real_batch=None, n_real=0):
+        params, m = imagination.params.outcome, {}
+        for _ in range(imagination.updates):
+            actions, state = self.egrl.ask_all(state)
+            fitness = [f(np.asarray(a), params) for f, a in zip(self.model_fitness, actions)]
+            state, m = self.egrl.tell_all(state, actions, fitness)
+        return state, ({"imagined/episode_return": float(m["mean_fitness"]), **self._metrics(m)} if m else {})
+
+
+@register_agent("egrl")
+def _egrl(cfg, model_based, task=None, dream=None, **_):
+    return EGRLAgent(cfg, model_based, task=task, dream=dream)
 
 
 # ============================================================================ planner, random

@@ -19,11 +19,13 @@ and ``step(params, state, action, key) -> (state, TimeStep)``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from controllers.registry import Registry
 
 NEG_INF = -1e9  # logit of an illegal action (exp underflows to exactly 0 in float32)
 
@@ -123,15 +125,12 @@ def stack_observations(obs_list: list[dict], n_cap: int | None = None, m_cap: in
 
 # ----------------------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
+CONTROLLERS = Registry("controller")
 
 
 def register_controller(name: str):
     """Decorator: ``@register_controller("ppo")`` on a factory ``f(cfg, **deps) -> Controller``."""
-    def deco(factory):
-        _REGISTRY[name] = factory
-        return factory
-    return deco
+    return CONTROLLERS.register(name)
 
 
 def make_controller(name: str, cfg: Any = None, **deps: Any) -> Any:
@@ -142,12 +141,7 @@ def make_controller(name: str, cfg: Any = None, **deps: Any) -> Any:
     the planner, ``score_fn`` for greedy, ``search_fn`` for search)."""
     import controllers  # noqa: F401  (imports register all built-in controllers)
 
-    if name not in _REGISTRY:
-        import difflib
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown controller {name!r} (known: {', '.join(sorted(_REGISTRY))}){hint}")
-    return _REGISTRY[name](cfg, **deps)
+    return CONTROLLERS.get(name)(cfg, **deps)
 
 
 def section_kwargs(cfg: Any, section: str) -> dict:
@@ -162,4 +156,4 @@ def section_kwargs(cfg: Any, section: str) -> dict:
 
 def registered_controllers() -> list[str]:
     import controllers  # noqa: F401
-    return sorted(_REGISTRY)
+    return CONTROLLERS.names()

@@ -27,6 +27,13 @@ regressed on the standardised fitness; the actor (same architecture as the popul
 minimises, per layer, sum_a pi(a) (alpha log pi(a) - q[i, a]). (EGRL's population also
 holds Boltzmann chromosomes, direct per-layer distributions; this one holds GNNs only.)
 
+Several problems (graphs) at once: `EGRL` also takes a sequence of `MappingProblem`s of the
+same accelerator (one population for all: the GNN reads any layer graph). Then `EGRL.ask_all`
+gives each problem's mappings, an individual's fitness is its mean over the problems, the
+learner keeps one replay per problem and its losses are the means over the problems (what
+the training loop's adapter, `controllers.agents.EGRLAgent`, uses for its training graphs).
+With one problem this is exactly the single-graph algorithm (same random numbers).
+
 Everything is seeded by the ``init`` key: same key, same numbers. `train_egrl` runs the
 whole thing on a real environment, with fitness ``real`` or ``model`` (outcome model, with
 periodic real validation of the model's best individuals), and reports the best real
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,9 +70,10 @@ class Replay:
 @struct.dataclass
 class EGRLState:
     """population float32 [P, D] (flat parameter vectors); fitness float32 [P] (of the last
-    evaluated generation, aligned with ``population`` rows before `EGRL.tell` reorders
-    them: after a tell, row 0 is the best individual measured); actor / critic params and
-    their optimizer states; replay; key; generation int32 []."""
+    evaluated generation, mean over the problems, aligned with ``population`` rows before
+    `EGRL.tell` reorders them: after a tell, row 0 is the best individual measured); actor /
+    critic params and their optimizer states; replay: one `Replay` per problem (a tuple);
+    key; generation int32 []."""
 
     population: jax.Array
     fitness: jax.Array
@@ -73,20 +81,21 @@ class EGRLState:
     critic: Any
     actor_opt: Any
     critic_opt: Any
-    replay: Replay
+    replay: tuple
     key: jax.Array
     generation: jax.Array
 
 
 class EGRL:
-    """The EGRL controller for one `MappingProblem` (static config on the object, everything
-    learned in `EGRLState`). See the module docstring for the algorithm and arguments."""
+    """The EGRL controller for one `MappingProblem` or a sequence of them (static config on
+    the object, everything learned in `EGRLState`). See the module docstring for the
+    algorithm and arguments."""
 
-    def __init__(self, problem: MappingProblem, pop_size: int = 16, elites: int = 2, tournament: int = 3,
-                 crossover_prob: float = 0.5, mutation_prob: float = 0.9, mutation_frac: float = 0.1,
-                 mutation_std: float = 0.1, super_mutation_prob: float = 0.05, learner_episodes: int = 4,
-                 learner_steps: int = 32, batch_size: int = 64, replay_capacity: int = 4096, lr: float = 1e-3,
-                 alpha: float = 0.2, migrate_every: int = 1, width: int = 32, depth: int = 2):
+    def __init__(self, problem: MappingProblem | Sequence[MappingProblem], pop_size: int = 16, elites: int = 2,
+                 tournament: int = 3, crossover_prob: float = 0.5, mutation_prob: float = 0.9,
+                 mutation_frac: float = 0.1, mutation_std: float = 0.1, super_mutation_prob: float = 0.05,
+                 learner_episodes: int = 4, learner_steps: int = 32, batch_size: int = 64, replay_capacity: int = 4096,
+                 lr: float = 1e-3, alpha: float = 0.2, migrate_every: int = 1, width: int = 32, depth: int = 2):
         checks = {"pop_size": pop_size >= 2, "elites": 0 <= elites < pop_size, "tournament": tournament >= 1,
                   "learner_episodes": learner_episodes >= 0, "learner_steps": learner_steps >= 0,
                   "batch_size": batch_size >= 1, "replay_capacity": replay_capacity >= 1,
@@ -98,15 +107,18 @@ class EGRL:
         if bad:
             raise ValueError(f"egrl: invalid {bad[0]}={locals()[bad[0]]!r} (pop_size >= 2, 0 <= elites < pop_size, "
                              "probabilities in [0, 1], counts >= 0)")
-        self.problem = problem
+        problems = (problem,) if isinstance(problem, MappingProblem) else tuple(problem)
+        if not problems or len({(p.num_levels, p.nodes.shape[1], p.next_col) for p in problems}) != 1:
+            raise ValueError("egrl: needs one or more MappingProblems of the same accelerator and node features")
+        self.problems, self.problem = problems, problems[0]
         self.P, self.elites, self.tournament = pop_size, elites, tournament
         self.crossover_prob, self.mutation_prob, self.mutation_frac = crossover_prob, mutation_prob, mutation_frac
         self.mutation_std, self.super_mutation_prob = mutation_std, super_mutation_prob
         self.k, self.learner_steps, self.batch_size = learner_episodes, learner_steps, batch_size
         self.capacity, self.alpha, self.migrate_every = replay_capacity, alpha, migrate_every
-        self.net = MappingNet(problem.num_actions, width, depth)
-        self.arrays = problem.arrays()
-        self.graphs = self.arrays["graphs"]
+        self.net = MappingNet(self.problem.num_actions, width, depth)
+        self.arrays = tuple(p.arrays() for p in problems)
+        self.graphs = self.arrays[0]["graphs"]
         self.tx = optax.adam(lr)
         shapes = jax.eval_shape(self.net.init, jax.random.key(0), self.graphs)   # no eager Flax init (slow)
         template = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
@@ -119,19 +131,35 @@ class EGRL:
         self.leaf_size = np.array([x.size for x in jax.tree.leaves(template)], np.float32)   # [num_leaves]
         # the problem's arrays are jit arguments, never closed-over constants (see MappingProblem.arrays)
         init, ask, tell, act = (jax.jit(f) for f in (self._init_params, self._ask, self._tell, self._act))
-        self._init = lambda key: init(self.arrays, key)
-        self.ask = lambda state: ask(self.arrays, state)
-        self.tell = lambda state, actions, fitness: tell(self.arrays, state, actions, fitness)
-        self.act = lambda state, obs, key: act(self.arrays, state, obs, key)
+        self._init = lambda key: init(self.arrays[0], key)
+        self.ask_all = lambda state: ask(self.arrays, state)
+        self.tell_all = lambda state, actions, fitness: tell(self.arrays, state, tuple(actions), tuple(fitness))
+        self.act = lambda state, obs, key: act(self.arrays[0], state, obs, key)
+
+    def ask(self, state: EGRLState) -> tuple[jax.Array, EGRLState]:
+        """One problem: (actions int32 [P + k, L], state); see `_ask`."""
+        self._single("ask")
+        actions, state = self.ask_all(state)
+        return actions[0], state
+
+    def tell(self, state: EGRLState, actions, fitness) -> tuple[EGRLState, dict]:
+        """One problem: the measured ``fitness`` [P + k] of the ``actions`` [P + k, L] `ask` gave."""
+        self._single("tell")
+        return self.tell_all(state, (actions,), (fitness,))
+
+    def _single(self, what: str) -> None:
+        if len(self.problems) != 1:
+            raise ValueError(f"egrl: {what} is for one problem; this EGRL has {len(self.problems)} "
+                             f"(use {what}_all)")
 
     # ------------------------------------------------------------------ interface
     def init(self, key: jax.Array, example_obs: Any = None) -> EGRLState:
         """Population of P independently initialised GNNs, a learner, an empty replay.
         ``example_obs`` is unused (the problem fixes the graph); kept for the interface."""
         pop, actor, critic, key = self._init(key)
-        L = self.problem.num_layers
-        replay = Replay(jnp.zeros((self.capacity, L), jnp.int32), jnp.zeros((self.capacity,), jnp.float32),
-                        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        replay = tuple(Replay(jnp.zeros((self.capacity, p.num_layers), jnp.int32),
+                              jnp.zeros((self.capacity,), jnp.float32), jnp.zeros((), jnp.int32),
+                              jnp.zeros((), jnp.int32)) for p in self.problems)
         return EGRLState(pop, jnp.full((self.P,), -jnp.inf, jnp.float32), actor, critic, self.tx.init(actor),
                          self.tx.init(critic), replay, key, jnp.zeros((), jnp.int32))
 
@@ -158,22 +186,27 @@ class EGRL:
         mask = jnp.asarray(obs["action_mask"])[:lg.shape[0]] > 0
         return jnp.argmax(jnp.where(mask, lg, -jnp.inf)).astype(jnp.int32)
 
-    def _ask(self, c: dict, state: EGRLState) -> tuple[jax.Array, EGRLState]:
-        """(actions int32 [P + k, L]: the population's greedy mappings then k learner samples,
-        the state with its key advanced)."""
+    def _ask(self, cs: tuple, state: EGRLState) -> tuple[tuple, EGRLState]:
+        """(per problem, actions int32 [P + k, L]: the population's greedy mappings then k
+        learner samples; the state with its key advanced). ``cs``: the problems' arrays."""
         key, k_pop, k_learn = jax.random.split(state.key, 3)
-        logits = jax.vmap(lambda f: self._logits(c, f))(state.population)
-        pop_acts, _ = jax.vmap(lambda lg, k: decode(c, lg, k, False))(logits, jax.random.split(k_pop, self.P))
-        lg = self.net.apply(state.actor, c["graphs"])
-        learn_acts, _ = jax.vmap(lambda k: decode(c, lg, k, True))(jax.random.split(k_learn, self.k))
-        return jnp.concatenate([pop_acts, learn_acts], 0), state.replace(key=key)
+        out = []
+        for j, c in enumerate(cs):
+            kp, kl = (k_pop, k_learn) if j == 0 else (jax.random.fold_in(k_pop, j), jax.random.fold_in(k_learn, j))
+            logits = jax.vmap(lambda f: self._logits(c, f))(state.population)
+            pop_acts, _ = jax.vmap(lambda lg, k: decode(c, lg, k, False))(logits, jax.random.split(kp, self.P))
+            lg = self.net.apply(state.actor, c["graphs"])
+            learn_acts, _ = jax.vmap(lambda k: decode(c, lg, k, True))(jax.random.split(kl, self.k))
+            out.append(jnp.concatenate([pop_acts, learn_acts], 0))
+        return tuple(out), state.replace(key=key)
 
-    def _tell(self, c: dict, state: EGRLState, actions: jax.Array, fitness: jax.Array) -> tuple[EGRLState, dict]:
-        fitness = jnp.asarray(fitness, jnp.float32)
-        replay = add_to_replay(state.replay, jnp.asarray(actions, jnp.int32), fitness)
+    def _tell(self, cs: tuple, state: EGRLState, actions: tuple, fitness: tuple) -> tuple[EGRLState, dict]:
+        fitness = tuple(jnp.asarray(f, jnp.float32) for f in fitness)
+        replay = tuple(add_to_replay(rp, jnp.asarray(a, jnp.int32), f)
+                       for rp, a, f in zip(state.replay, actions, fitness))
         key, k_learn, k_ga = jax.random.split(state.key, 3)
-        state = state.replace(replay=replay, key=key, fitness=fitness[:self.P])
-        state, lm = self._learn(c["graphs"], state, k_learn)
+        state = state.replace(replay=replay, key=key, fitness=jnp.stack([f[:self.P] for f in fitness]).mean(0))
+        state, lm = self._learn(tuple(c["graphs"] for c in cs), state, k_learn)
         pop = self._next_population(state.population, state.fitness, k_ga)
         gen = state.generation + 1
         migrate = (self.migrate_every > 0) & (gen % max(self.migrate_every, 1) == 0)
@@ -181,7 +214,8 @@ class EGRL:
         pop = pop.at[-1].set(jnp.where(migrate, learner, pop[-1]))
         order = jnp.argsort(-state.fitness)
         metrics = {"best_fitness": state.fitness.max(), "mean_fitness": state.fitness.mean(),
-                   "learner_fitness": fitness[self.P:].mean() if self.k else jnp.float32(jnp.nan),
+                   "learner_fitness": jnp.stack([f[self.P:].mean() for f in fitness]).mean() if self.k
+                   else jnp.float32(jnp.nan),
                    "migrated": migrate, **lm}
         return state.replace(population=pop, fitness=state.fitness[order], generation=gen), metrics
 
@@ -213,33 +247,46 @@ class EGRL:
         return jnp.concatenate([pop[order[:e]], child], 0)
 
     # ------------------------------------------------------------------ learner
-    def _learn(self, graphs, state: EGRLState, key: jax.Array) -> tuple[EGRLState, dict]:
-        """``learner_steps`` discrete-SAC steps on minibatches of the replay (``graphs``: the layer graph)."""
-        rp = state.replay
-        valid = jnp.arange(self.capacity) < rp.size
-        n = jnp.maximum(rp.size, 1).astype(jnp.float32)
-        mean = jnp.where(valid, rp.reward, 0.0).sum() / n
-        std = jnp.sqrt(jnp.where(valid, (rp.reward - mean) ** 2, 0.0).sum() / n) + 1e-6
+    def _learn(self, graphs: tuple, state: EGRLState, key: jax.Array) -> tuple[EGRLState, dict]:
+        """``learner_steps`` discrete-SAC steps on minibatches of the replays (``graphs``: the
+        problems' layer graphs; each step's losses are the means over the problems, each on a
+        minibatch of its own replay with its rewards standardised by that replay's)."""
+        stats = []
+        for rp in state.replay:
+            valid = jnp.arange(self.capacity) < rp.size
+            n = jnp.maximum(rp.size, 1).astype(jnp.float32)
+            mean = jnp.where(valid, rp.reward, 0.0).sum() / n
+            stats.append((mean, jnp.sqrt(jnp.where(valid, (rp.reward - mean) ** 2, 0.0).sum() / n) + 1e-6))
 
-        def critic_loss(critic, acts, y):
-            q = self.net.apply(critic, graphs)                                           # [L, A]
-            qa = jnp.take_along_axis(q[None], acts[..., None], -1)[..., 0].mean(-1)     # [B]
-            return ((qa - y) ** 2).mean()
+        def critic_loss(critic, batches):
+            losses = []
+            for g, (acts, y) in zip(graphs, batches):
+                q = self.net.apply(critic, g)                                            # [L, A]
+                qa = jnp.take_along_axis(q[None], acts[..., None], -1)[..., 0].mean(-1)  # [B]
+                losses.append(((qa - y) ** 2).mean())
+            return jnp.stack(losses).mean()
 
-        def actor_loss(actor, q):
-            logp = jax.nn.log_softmax(self.net.apply(actor, graphs))                     # [L, A]
-            p = jnp.exp(logp)
-            return (p * (self.alpha * logp - jax.lax.stop_gradient(q))).sum(-1).mean(), -(p * logp).sum(-1).mean()
+        def actor_loss(actor, qs):
+            losses, ents = [], []
+            for g, q in zip(graphs, qs):
+                logp = jax.nn.log_softmax(self.net.apply(actor, g))                      # [L, A]
+                p = jnp.exp(logp)
+                losses.append((p * (self.alpha * logp - jax.lax.stop_gradient(q))).sum(-1).mean())
+                ents.append(-(p * logp).sum(-1).mean())
+            return jnp.stack(losses).mean(), jnp.stack(ents).mean()
 
         def step(carry, k):
             actor, critic, aopt, copt = carry
-            idx = jax.random.randint(k, (self.batch_size,), 0, jnp.maximum(rp.size, 1))
-            y = (rp.reward[idx] - mean) / std
-            closs, cg = jax.value_and_grad(critic_loss)(critic, rp.actions[idx], y)
+            batches = []
+            for j, (rp, (mean, std)) in enumerate(zip(state.replay, stats)):
+                kj = k if j == 0 else jax.random.fold_in(k, j)
+                idx = jax.random.randint(kj, (self.batch_size,), 0, jnp.maximum(rp.size, 1))
+                batches.append((rp.actions[idx], (rp.reward[idx] - mean) / std))
+            closs, cg = jax.value_and_grad(critic_loss)(critic, batches)
             cu, copt = self.tx.update(cg, copt, critic)
             critic = optax.apply_updates(critic, cu)
-            q = self.net.apply(critic, graphs)
-            (aloss, ent), ag = jax.value_and_grad(actor_loss, has_aux=True)(actor, q)
+            qs = [self.net.apply(critic, g) for g in graphs]
+            (aloss, ent), ag = jax.value_and_grad(actor_loss, has_aux=True)(actor, qs)
             au, aopt = self.tx.update(ag, aopt, actor)
             return (optax.apply_updates(actor, au), critic, aopt, copt), (closs, aloss, ent)
 
@@ -261,9 +308,10 @@ def add_to_replay(replay: Replay, actions: jax.Array, reward: jax.Array) -> Repl
 
 
 @register_controller("egrl")
-def _make_egrl(cfg, problem: MappingProblem | None = None, env: Any = None, **_):
-    """``make_controller("egrl", cfg, env=MemoryPlacementEnv)`` (or ``problem=``); options
-    from ``cfg.egrl`` (any of `EGRL`'s keyword arguments)."""
+def _make_egrl(cfg, problem: MappingProblem | Sequence[MappingProblem] | None = None, env: Any = None, **_):
+    """``make_controller("egrl", cfg, env=MemoryPlacementEnv)`` (or ``problem=``: one
+    `MappingProblem` or a sequence); options from ``cfg.egrl`` (any of `EGRL`'s keyword
+    arguments)."""
     if problem is None:
         if env is None:
             raise ValueError("egrl: needs the MemoryPlacement-v0 environment (env=...) or its MappingProblem")
@@ -318,8 +366,8 @@ def train_egrl(env, egrl: EGRL, key: jax.Array, run: EGRLRunConfig = EGRLRunConf
             for acts, r in zip(data.actions[ok], data.reward[ok]):
                 real.record(acts, r)
             real.episodes += min(run.model_episodes, run.budget) - int(ok.sum())   # invalid and duplicate ones
-            state = state.replace(replay=add_to_replay(state.replay, jnp.asarray(data.actions[ok], jnp.int32),
-                                                       jnp.asarray(data.reward[ok], jnp.float32)))
+            state = state.replace(replay=(add_to_replay(state.replay[0], jnp.asarray(data.actions[ok], jnp.int32),
+                                                        jnp.asarray(data.reward[ok], jnp.float32)),))
         model_fit = ModelFitness(*outcome, start_obs=getattr(env, "unwrapped", env).reset(seed=0)[0])
     history, gen = [], 0
     reserve = 0 if model_fit is None else 1       # model mode measures its final champion

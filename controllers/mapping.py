@@ -127,6 +127,36 @@ class MappingNet(nn.Module):
         return MLP((self.width, self.outputs))(x)
 
 
+def reset_graph(obs: dict, num_levels: int, next_col: int) -> jraph.GraphsTuple:
+    """The layer graph as `MappingProblem.graphs` gives it (the features of the reset
+    observation), from any observation of the same episode in the training loop's padded
+    layout (`worldmodels.tasks`: ``node_features`` [N, F], ``senders`` / ``receivers`` [E],
+    ``n_node`` / ``n_edge`` (1,), N above the real layer count n): the weight and activation
+    one-hots set to "unmapped", the next-layer mark on layer 0, padding rows zero, and the
+    padding edges moved onto the last (padding) node of a second, padding graph, so every
+    aggregation of `MappingNet` over the real layers is the unpadded graph's. Pure JAX (vmap-able).
+    ``num_levels`` M and ``next_col`` as in `MappingProblem` (the one-hots are the 2(M+1)
+    columns before ``next_col``)."""
+    x = jnp.asarray(obs["node_features"], jnp.float32)
+    N, F = x.shape
+    n = jnp.asarray(obs["n_node"]).reshape(-1)[0]
+    e = jnp.asarray(obs["n_edge"]).reshape(-1)[0]
+    w0 = next_col - 2 * (num_levels + 1)
+    cols, rows = jnp.arange(F), jnp.arange(N)
+    onehots = (cols >= w0) & (cols < next_col)
+    unmapped = ((cols == w0 + num_levels) | (cols == next_col - 1)).astype(jnp.float32)
+    x = jnp.where(onehots[None], unmapped[None], x)
+    x = x.at[:, next_col].set((rows == 0).astype(jnp.float32))
+    x = jnp.where((rows < n)[:, None], x, 0.0)
+    E = jnp.asarray(obs["senders"]).shape[0]
+    live = jnp.arange(E) < e
+    snd = jnp.where(live, jnp.asarray(obs["senders"], jnp.int32), N - 1)
+    rcv = jnp.where(live, jnp.asarray(obs["receivers"], jnp.int32), N - 1)
+    return jraph.GraphsTuple(nodes=x, edges=jnp.zeros((E, 1), jnp.float32), senders=snd, receivers=rcv,
+                             n_node=jnp.stack([n, N - n]).astype(jnp.int32),
+                             n_edge=jnp.stack([e, E - e]).astype(jnp.int32), globals=jnp.zeros((2, 1), jnp.float32))
+
+
 def decode(arrays: dict, logits: jax.Array, key: jax.Array, sample: bool) -> tuple[jax.Array, jax.Array]:
     """A capacity-feasible mapping from per-layer logits [L, A] (``arrays``: `MappingProblem.arrays`).
 
@@ -233,11 +263,14 @@ class ModelFitness:
 
         self._score = jax.jit(score)
 
-    def __call__(self, actions) -> np.ndarray:
+    def __call__(self, actions, params=None) -> np.ndarray:
+        """``params``: the outcome model's parameters to score with (None: the ones given at
+        construction; the training loop passes its refit ones, no recompile)."""
         actions = np.asarray(actions, np.int32)
+        params = self.params if params is None else params
         k = len(actions)
         pad = (-k) % self.chunk
         padded = np.concatenate([actions, np.repeat(actions[:1], pad, 0)]) if pad else actions
-        out = [np.asarray(self._score(self.params, self.template, self.steps, padded[i:i + self.chunk]))
+        out = [np.asarray(self._score(params, self.template, self.steps, padded[i:i + self.chunk]))
                for i in range(0, len(padded), self.chunk)]
         return np.concatenate(out)[:k].astype(np.float64)

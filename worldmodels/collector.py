@@ -151,10 +151,10 @@ class Collector:
                 "seconds": time.perf_counter() - t0, **self.task.episode_details(first_info, info), "first": first,
                 "first_obs": first_obs}
 
-    def episode_return(self, action_fn: Callable, seed: int) -> tuple[float, int]:
-        """(return, steps) of one real episode of the first environment (reset ``seed``) by
-        ``action_fn(graph observation) -> action``."""
-        env = self.envs[0]
+    def episode_return(self, action_fn: Callable, seed: int, instance: str | None = None) -> tuple[float, int]:
+        """(return, steps) of one real episode of the first environment (reset ``seed``), or of
+        ``instance``'s (`eval_env`), by ``action_fn(graph observation) -> action``."""
+        env = self.envs[0] if instance is None else self.eval_env(instance)
         o, _ = env.reset(seed=seed)
         ret, steps, done = 0.0, 0, False
         while not done:

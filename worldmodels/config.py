@@ -156,6 +156,29 @@ class CMAESConfig:
 
 
 @dataclass(frozen=True)
+class EGRLConfig:
+    """`controllers.egrl.EGRL` (MemoryPlacement-v0): GA population, SAC learner, GNN size."""
+
+    pop_size: int = 16
+    elites: int = 2
+    tournament: int = 3
+    crossover_prob: float = 0.5
+    mutation_prob: float = 0.9
+    mutation_frac: float = 0.1
+    mutation_std: float = 0.1
+    super_mutation_prob: float = 0.05
+    learner_episodes: int = 4       # mappings sampled from the learner per generation
+    learner_steps: int = 32         # learner gradient steps per generation
+    batch_size: int = 64
+    replay_capacity: int = 4096     # mappings kept per training graph
+    lr: float = 1e-3
+    alpha: float = 0.2              # SAC entropy weight
+    migrate_every: int = 1          # generations between copies of the learner into the population
+    width: int = 32
+    depth: int = 2
+
+
+@dataclass(frozen=True)
 class PlannerConfig:
     method: str = "cem"             # "cem" or "random"
     horizon: int = 8
@@ -170,10 +193,11 @@ class PlannerConfig:
 class ControllerConfig:
     """Controller C, and which environment it trains on (a config value, not code)."""
 
-    name: str = "ppo"               # registry name: ppo, cmaes, planner, random, greedy, search
+    name: str = "ppo"               # registry name: ppo, cmaes, egrl, planner, random, greedy, search
     train_env: Literal["imagined", "real"] = "imagined"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     cmaes: CMAESConfig = field(default_factory=CMAESConfig)
+    egrl: EGRLConfig = field(default_factory=EGRLConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
 
 
@@ -380,6 +404,9 @@ def tiny_config() -> Config:
         "controller.ppo.hidden": 16, "controller.ppo.rollout_len": 8, "controller.ppo.num_epochs": 1,
         "controller.ppo.num_minibatches": 2,
         "controller.cmaes.popsize": 4, "controller.cmaes.horizon": 8, "controller.cmaes.num_rollouts": 2,
+        "controller.egrl.pop_size": 4, "controller.egrl.elites": 1, "controller.egrl.learner_episodes": 2,
+        "controller.egrl.learner_steps": 2, "controller.egrl.batch_size": 8, "controller.egrl.replay_capacity": 64,
+        "controller.egrl.width": 8, "controller.egrl.depth": 1,
         "controller.planner.num_samples": 8, "controller.planner.horizon": 4, "controller.planner.iterations": 1,
         "loop.total_env_steps": 64, "loop.model_updates_per_iter": 3, "loop.controller_updates_per_iter": 2,
         "loop.imagined_envs": 4, "loop.start_pool": 8, "loop.imagined_horizon": 4, "loop.horizon_schedule": (0, 2),

@@ -66,6 +66,7 @@ class DreamEnv:
 
     def __init__(self, wm, max_steps: int, outcome=None):
         from worldmodels.imagined_env import ImaginedEnv
+        self.outcome = outcome
         self.inner = ImaginedEnv(wm, max_steps=max_steps, outcome=None if outcome is None else (outcome, None))
         self.identity_slots = not self.inner.rewrite
 

@@ -27,10 +27,12 @@ One *iteration* (``mode=model_based``), as `Loop.run` reads:
 5. **checkpoint** every ``loop.checkpoint_every`` real steps.
 
 ``mode=model_free`` runs the same controller on the real environment only (PPO: the GNN
-policy over graph observations; evolution: fitness = one real episode per member), with the
-same logging against real environment steps. The loop knows neither the controller's name
-nor the environment's: both come from registries (`controllers.agents.make_agent`,
-`worldmodels.tasks.make_task`).
+policy over graph observations; evolution: fitness = one real episode per member; EGRL: one
+real episode per mapping and training graph), with the same logging against real
+environment steps. An agent that ``reads_graph_obs`` (EGRL) gets graph observations in
+model-based mode too, and its validation has no imagined-return check. The loop knows
+neither the controller's name nor the environment's: both come from registries
+(`controllers.agents.make_agent`, `worldmodels.tasks.make_task`).
 
 Resume: the state (counters, RNG key, world-model and outcome-model params/optimizers,
 controller state) is an orbax checkpoint; the replay store is ``replay_<step>.npz`` beside
@@ -212,8 +214,9 @@ class Loop:
         return model_obs(lat, slots, jnp.asarray(b.action_mask))
 
     def featurize(self, st, graph_obs: list[dict]):
-        """What the agent reads: model observations (model-based) or stacked graph observations."""
-        if self.model_based:
+        """What the agent reads: model observations (model-based, unless the agent reads graph
+        observations) or stacked graph observations."""
+        if self.model_based and not self.agent.reads_graph_obs:
             return self.encode(st["wm"].params, graph_obs)
         return stack_observations(graph_obs)
 
@@ -337,7 +340,7 @@ class Loop:
         out = self.collector.episode(instance, key, lambda obs, k: self.agent.act(state, obs, k, True, model),
                                      lambda g: self.featurize(st, g), self.B)
         first, first_obs = out.pop("first"), out.pop("first_obs")
-        if self.model_based and self.agent.learns:
+        if self.model_based and self.agent.learns and not self.agent.reads_graph_obs:
             start = jax.tree_util.tree_map(lambda x: x[0], first)
             if self.outcome is not None:
                 start = {**start, "placed": _placed_graph(first_obs, *self.task.capacity())}

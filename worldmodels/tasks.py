@@ -26,39 +26,31 @@ environment's own non-learned baselines in the same units.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 import systems_envs  # noqa: F401  (registers the environments)
 from controllers.base import next_pow2, pad_observation
+from controllers.registry import Registry
 from worldmodels.replay import PLACEMENT, REWRITE, standard_obs
 
-_TASKS: dict[str, Callable[..., "Task"]] = {}
+TASKS = Registry("environment", flag="--env.name")
 
 
 def register_task(env_id: str):
     """Decorator: ``@register_task("DevicePlacement-v0")`` on a `Task` subclass."""
-    def deco(cls):
-        _TASKS[env_id] = cls
-        return cls
-    return deco
+    return TASKS.register(env_id)
 
 
 def task_names() -> list[str]:
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def make_task(cfg) -> "Task":
     """The `Task` of ``cfg.env.name`` (ValueError naming the known ones)."""
-    name = cfg.env.name
-    if name not in _TASKS:
-        import difflib
-        close = difflib.get_close_matches(name, list(_TASKS), n=2, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"--env.name: unknown environment {name!r} (known: {', '.join(task_names())}){hint}")
-    return _TASKS[name](cfg)
+    return TASKS.get(cfg.env.name)(cfg)
 
 
 def instance_list(text: str) -> list[str]:

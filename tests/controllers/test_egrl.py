@@ -57,7 +57,7 @@ def test_migration_copies_the_learner_into_the_population(egrl):
     assert bool(m["migrated"])
     np.testing.assert_array_equal(state.population[-1], learner)
     np.testing.assert_array_equal(state.population[0], before[egrl.P - 1])   # the fittest is elite 0
-    assert int(state.replay.size) == acts.shape[0]
+    assert int(state.replay[0].size) == acts.shape[0]
     assert not np.array_equal(egrl.migrate(state.replace(population=before)).population[-1], before[-1])
 
 

@@ -118,3 +118,41 @@ def test_tiny_ablation_on_memory_placement(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     md = (tmp_path / "table.md").read_text()
     assert "real_score" in md and "loop.mode=model_free" in md
+
+
+@pytest.mark.parametrize("mode", ["model_free", pytest.param("model_based", marks=pytest.mark.slow)])
+def test_egrl_tiny_run_in_process(tmp_path, mode):
+    """EGRL through the loop: one generation on real episodes (model-free) or on the outcome
+    model (model-based); validated on the training and the held-out graph."""
+    s = train(_tiny("MemoryPlacement-v0", mode, **{"controller.name": "egrl"}), str(tmp_path), echo=lambda m: None)
+    _check_summary(s, "MemoryPlacement-v0", "speedup")
+    assert s["controller"] == "egrl" and s["baselines"] == ["all_slowest", "compiler_default"]
+    assert all(row["speedup"] > 0 for row in s["per_graph"].values())     # valid mappings, held-out graph too
+    sc = read_scalars(str(tmp_path))
+    tags = ["real/episode_return", "real/speedup", "heldout/score", "controller/best_fitness", "time/wall_seconds"]
+    if mode == "model_based":
+        tags += ["model/loss", "outcome/loss", "imagined/episode_return"]
+    for tag in tags:
+        assert tag in sc, tag
+    assert os.path.isdir(tmp_path / "checkpoints")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["model_free", "model_based"])
+def test_egrl_resume_from_a_checkpoint_is_exact(tmp_path, mode):
+    """An EGRL run ends after one iteration (checkpointed); the same run with one more
+    iteration's budget resumes from it and ends exactly like an uninterrupted run."""
+    cfg = _tiny("MemoryPlacement-v0", mode, **{"controller.name": "egrl", "loop.checkpoint_every": 1})
+    quiet = lambda m: None  # noqa: E731
+    n = train(cfg, str(tmp_path / "cut"), echo=quiet)["real_env_steps"]
+    longer = replace_path(cfg, {"loop.total_env_steps": n + 1})
+    cut = train(longer, str(tmp_path / "cut"), echo=quiet)
+    full = train(longer, str(tmp_path / "full"), echo=quiet)
+    assert cut["resumed_from_step"] == n and cut["real_env_steps"] == full["real_env_steps"] == 2 * n
+    for g in full["per_graph"]:
+        assert cut["per_graph"][g]["speedup"] == full["per_graph"][g]["speedup"]
+    a, b = read_scalars(str(tmp_path / "cut")), read_scalars(str(tmp_path / "full"))
+    for tag in ("controller/best_fitness", "controller/critic_loss", "real/episode_return"):
+        assert a[tag] == b[tag], tag
+    if mode == "model_based":
+        assert a["outcome/loss"] == b["outcome/loss"] and a["imagined/episode_return"] == b["imagined/episode_return"]

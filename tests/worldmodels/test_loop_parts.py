@@ -94,7 +94,8 @@ def test_unknown_environment_and_netlist_are_clear_errors():
 
 def test_agent_registry_errors():
     cfg = tiny_config()
-    with pytest.raises(ValueError, match="must be one of .*ppo"):
+    with pytest.raises(ValueError, match=r"--controller.name: unknown training-loop controller 'pppo' "
+                                         r"\(known: .*egrl.*\); did you mean ppo"):
         make_agent("pppo", cfg.controller, False)
     with pytest.raises(ValueError, match="greedy: this controller has no training-loop adapter"):
         make_agent("greedy", cfg.controller, False)
