@@ -11,7 +11,10 @@ cell: mean and 95% bootstrap interval over seeds of the final metric on the trai
 instances - ``real_score``, the environment's own metric (rewriting: cost reduction;
 placement: speedup; macro: -proxy cost) -, the held-out one and real env steps) and
 ``DIR/curves.png`` (mean ``real/score`` against real env steps per cell, shaded min-max
-over seeds). Extra flags after ``--`` go to every run (e.g. ``-- --env.name MemoryPlacement-v0``).
+over seeds). ``table.md`` ends with, for each ordered pair of cells (a, b), the first real
+step at which a's mean ``real/score`` curve reaches b's final mean, and its ratio to b's last
+step (e.g. model-based steps to model-free's final result / model-free's steps). Extra flags
+after ``--`` go to every run (e.g. ``-- --env.name MemoryPlacement-v0``).
 """
 from __future__ import annotations
 
@@ -93,6 +96,36 @@ def bootstrap_ci(x, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def mean_curve(per_seed: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) over seeds of per-seed ``[(real step, score), ...]`` curves, on
+    the union of their steps (a seed without a step is left out of that step's statistics)."""
+    steps = sorted({s for c in per_seed for s, _ in c})
+    if not steps:
+        e = np.zeros(0)
+        return e, e, e, e
+    vals = np.array([[dict(c).get(s, np.nan) for s in steps] for c in per_seed], float)
+    return np.array(steps), np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
+
+
+def reach_rows(curves: dict[str, list[list[tuple[int, float]]]]) -> list[dict]:
+    """For each ordered pair of cells (a, b) with curves: b's final mean score (``target``, the
+    mean curve's last value), b's last step, the first step at which a's mean curve reaches
+    ``target`` (None if never) and ``ratio`` = that step / b's last step (None if never)."""
+    from experiments.bench_train import steps_to_reach
+
+    means = {cn: mean_curve(per_seed)[:2] for cn, per_seed in curves.items()}
+    means = {cn: (st, m) for cn, (st, m) in means.items() if len(st)}
+    rows = []
+    for a, (sa, ma) in means.items():
+        for b, (sb, mb) in means.items():
+            if a == b:
+                continue
+            reach = steps_to_reach(list(zip(sa.tolist(), ma.tolist())), float(mb[-1]))
+            rows.append({"cell": a, "reference": b, "target": float(mb[-1]), "reference_steps": int(sb[-1]),
+                         "steps_to_reach": reach, "ratio": None if reach is None else reach / int(sb[-1])})
+    return rows
+
+
 def main(argv=None) -> dict:
     args, grid, extra = parse(argv)
     names = [n for n, _ in grid]
@@ -144,11 +177,19 @@ def main(argv=None) -> dict:
     for t in table:
         md.append(f"| {t['cell']} | {t['seeds']} | {t['mean']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}] | "
                   f"{t['heldout_mean']:.4f} [{t['heldout_ci_low']:.4f}, {t['heldout_ci_high']:.4f}] | {t['real_env_steps']:.0f} |")
+    reach = reach_rows(curves)
+    if reach:
+        md += ["", "| cell | reaches the final mean real/score of | target | at real step | reference's steps | ratio |",
+               "|---|---|---|---|---|---|"]
+        for r in reach:
+            at = "never" if r["steps_to_reach"] is None else str(r["steps_to_reach"])
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+            md.append(f"| {r['cell']} | {r['reference']} | {r['target']:.4f} | {at} | {r['reference_steps']} | {ratio} |")
     with open(os.path.join(args.logdir, "table.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     plot_curves(curves, os.path.join(args.logdir, "curves.png"))
     print("\n".join(md))
-    return {"rows": rows, "table": table}
+    return {"rows": rows, "table": table, "reach": reach}
 
 
 def plot_curves(curves: dict, path: str) -> None:
@@ -158,13 +199,11 @@ def plot_curves(curves: dict, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for cn, per_seed in curves.items():
-        steps = sorted({s for c in per_seed for s, _ in c})
-        if not steps:
+        steps, mean, lo, hi = mean_curve(per_seed)
+        if not len(steps):
             continue
-        vals = np.array([[dict(c).get(s, np.nan) for s in steps] for c in per_seed], float)
-        mean = np.nanmean(vals, 0)
         ax.plot(steps, mean, marker="o", label=cn)
-        ax.fill_between(steps, np.nanmin(vals, 0), np.nanmax(vals, 0), alpha=0.2)
+        ax.fill_between(steps, lo, hi, alpha=0.2)
     ax.set_xlabel("real environment steps")
     ax.set_ylabel("real score (the environment's metric)")
     ax.legend(fontsize=7)

@@ -51,3 +51,17 @@ def test_bench_steps_to_reach():
     curve = [(128, 0.1), (256, 0.3), (512, 0.2)]
     assert steps_to_reach(curve, 0.25) == 256
     assert steps_to_reach(curve, 0.5) is None
+
+
+def test_reach_rows_model_based_against_model_free():
+    from experiments.ablate import mean_curve, reach_rows
+    mb = [[(64, 0.2), (128, 0.6), (256, 0.7)], [(64, 0.4), (128, 0.6), (256, 0.9)]]  # mean 0.3, 0.6, 0.8
+    mf = [[(64, 0.1), (128, 0.3), (256, 0.5)], [(64, 0.1), (128, 0.5), (256, 0.7)]]  # mean 0.1, 0.4, 0.6
+    steps, mean, lo, hi = mean_curve(mb)
+    assert steps.tolist() == [64, 128, 256] and np.allclose(mean, [0.3, 0.6, 0.8]) and np.allclose(hi, [0.4, 0.6, 0.9])
+    rows = {(r["cell"], r["reference"]): r for r in reach_rows({"mb": mb, "mf": mf, "empty": [[]]})}
+    assert set(rows) == {("mb", "mf"), ("mf", "mb")}  # a cell without a curve is left out
+    r = rows[("mb", "mf")]
+    assert np.isclose(r["target"], 0.6) and r["steps_to_reach"] == 128 and r["reference_steps"] == 256
+    assert r["ratio"] == 0.5
+    assert rows[("mf", "mb")]["steps_to_reach"] is None and rows[("mf", "mb")]["ratio"] is None
