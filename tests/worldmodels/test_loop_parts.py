@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from controllers.agents import make_agent
+from controllers.base import stack_observations
 from worldmodels.collector import Collector
 from worldmodels.config import parse_args, replace_path, tiny_config
 from worldmodels.episodes import add_bounded, episodes_to_replay
@@ -101,6 +102,25 @@ def test_agent_registry_errors():
         make_agent("greedy", cfg.controller, False)
     with pytest.raises(ValueError, match="needs a world model"):
         make_agent("planner", cfg.controller, False)
+
+
+def test_behaviour_cloning_of_the_device_hint():
+    cfg = replace_path(_cfg("DevicePlacement-v0", "squeezenet"), {"env.device.hint": "etf", "env.device.groups": 16})
+    task = make_task(cfg)
+    raw, actions = task.demonstrations()
+    assert len(raw) == len(actions) == task.episode_steps and set(actions) == {0}
+    obs = stack_observations([task.graph_obs(r) for r in raw])
+    agent = make_agent("ppo", cfg.controller, False)
+    state = agent.init(jax.random.key(0), jax.tree_util.tree_map(lambda x: x[0], obs))
+    state, m = agent.clone(state, obs, np.asarray(actions), 100, 1e-2)
+    after = agent.act(state, obs, jax.random.key(1), True)[0]
+    assert m["bc/accuracy"] == 1.0 and (after == 0).all() and m["bc/loss"] < 0.1
+    with pytest.raises(ValueError, match="--loop.bc_steps: DevicePlacement-v0 has no demonstrations"):
+        make_task(_cfg("DevicePlacement-v0")).demonstrations()
+    with pytest.raises(ValueError, match="--loop.bc_steps: RandomAgent has no behaviour cloning"):
+        make_agent("random", cfg.controller, False).clone(state, obs, np.asarray(actions), 1, 1e-2)
+    with pytest.raises(ValueError, match="outcome model: DevicePlacement with a hint"):
+        task.outcome_layout()
 
 
 def test_env_name_selects_its_instances_unless_given():
