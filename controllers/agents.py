@@ -16,6 +16,9 @@ its learned state is one pytree (checkpointed by the loop).
   `controllers.rollout.Transition` batch [T, B]
 - ``train_imagined(state, imagination, key, real_batch, n_real) -> (state, metrics)``:
   model-based updates, ``n_real`` of them on the (re-encoded) real batch
+- ``clone(state, obs_batch, actions, steps, lr) -> (state, metrics)``: behaviour cloning
+  (cross-entropy on demonstrated actions [N], full batch, Adam) as a warm start; only
+  agents with a policy distribution implement it
 - ``train_on_episodes(state, run_episode, key) -> (state, metrics, steps, returns)``: for
   agents with ``trains_on_real_episodes`` (evolution: fitness = whole real episodes) in
   model-free mode; ``run_episode(action_fn, seed, instance=None) -> (return, steps)``
@@ -123,6 +126,9 @@ class Agent:
     def train_on_episodes(self, state, run_episode, key):
         raise NotImplementedError(f"{type(self).__name__} does not train on whole real episodes")
 
+    def clone(self, state, obs, actions, steps: int, lr: float):
+        raise ValueError(f"--loop.bc_steps: {type(self).__name__} has no behaviour cloning (PPO has)")
+
 
 # ============================================================================ PPO
 
@@ -154,6 +160,32 @@ class PPOAgent(Agent):
 
     def value(self, state, obs):
         return self.ppo.value(state, obs)
+
+    def clone(self, state, obs, actions, steps, lr):
+        """Behaviour cloning on (obs [N, ...], actions [N]); the PPO optimiser state is reset
+        afterwards. Metrics: final ``bc/loss`` (mean -log p) and ``bc/accuracy`` (greedy)."""
+        import optax
+        dist = jax.vmap(self.ppo.distribution, in_axes=(None, 0))
+        actions = jnp.asarray(actions, jnp.int32)
+
+        def loss(params):
+            logp = dist(params, obs)[0]
+            return -jnp.take_along_axis(logp, actions[:, None], axis=1).mean(), logp
+
+        tx = optax.adam(lr)
+
+        @jax.jit
+        def step(params, opt):
+            (l, _), g = jax.value_and_grad(loss, has_aux=True)(params)
+            upd, opt = tx.update(g, opt, params)
+            return optax.apply_updates(params, upd), opt
+
+        params, opt = state.params, tx.init(state.params)
+        for _ in range(int(steps)):
+            params, opt = step(params, opt)
+        l, logp = jax.jit(loss)(params)
+        acc = jnp.mean(jnp.argmax(logp, axis=1) == actions)
+        return state.replace(params=params, opt_state=self.ppo.tx.init(params)), {"bc/loss": float(l), "bc/accuracy": float(acc)}
 
     def train_real(self, state, batch, key):
         state, m = self.ppo.update(state, batch)

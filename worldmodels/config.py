@@ -43,6 +43,7 @@ class DeviceEnvConfig:
     groups: int = 16                # ops placed per step (0 = one op per step)
     reward: Literal["speedup", "neg_runtime", "neg_sqrt_runtime"] = "speedup"
     anneal_iters: int = 1000        # iterations of the annealing baseline in the final comparison
+    hint: Literal["none", "etf", "metis", "expert"] = "none"  # baseline device per op as a feature, actions relative to it
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,8 @@ class LoopConfig:
     fidelity_ks: tuple[int, ...] = (1, 5)
     fidelity_windows: int = 64
     search_budget: int = 200        # backtracking dequeues of the final baseline comparison
+    bc_steps: int = 0               # behaviour-cloning steps on the env's demonstrations before training (0 = off)
+    bc_lr: float = 1e-3             # their Adam learning rate
     outcome: OutcomeLoopConfig = field(default_factory=OutcomeLoopConfig)
 
 

@@ -129,6 +129,9 @@ def layout_of(env) -> Layout:
     from systems_envs.placement.memory_env import MemoryPlacementEnv
 
     if isinstance(env, DevicePlacementEnv):
+        if env.hint is not None:
+            raise ValueError("outcome model: DevicePlacement with a hint has relative actions; "
+                             "use --loop.outcome.enabled false")
         n, D = env.cg.n, env.cg.num_devices
         chunk = len(env.members[0])
         if not np.array_equal(env.group_of, np.arange(n) // chunk):

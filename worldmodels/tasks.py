@@ -137,6 +137,12 @@ class Task:
         """``{baseline: {metric: value, "seconds": wall}}`` for one instance."""
         raise NotImplementedError
 
+    def demonstrations(self) -> tuple[list[dict], list[int]]:
+        """(raw observations, actions) of a non-learned policy on the training instances, for
+        ``--loop.bc_steps`` (behaviour cloning)."""
+        raise ValueError(f"--loop.bc_steps: {self.cfg.env.name} has no demonstrations "
+                         f"(DevicePlacement-v0 has, with --env.device.hint)")
+
     def outcome_layout(self):
         """The `worldmodels.outcome.Layout` of this environment, or None (no outcome model)."""
         return None
@@ -284,7 +290,8 @@ class DeviceTask(_GraphPlacementTask):
         d = self.cfg.env.device
         if d.groups < 0:
             raise ValueError(f"--env.device.groups must be >= 0 (0 = one op per step), got {d.groups}")
-        return {"devices": d.devices, "reward": d.reward, "groups": d.groups or None}
+        kw = {"devices": d.devices, "reward": d.reward, "groups": d.groups or None}
+        return {**kw, "hint": d.hint} if d.hint != "none" else kw
 
     @staticmethod
     def _steps(env):
@@ -292,6 +299,21 @@ class DeviceTask(_GraphPlacementTask):
 
     def episode_metric(self, first_info, last_info, ret):
         return last_info["single_device_ms"] / last_info["step_time_ms"] if last_info.get("valid") else 0.0
+
+    def demonstrations(self):
+        """The hint baseline's own placement: action 0 (keep the hint's device) at every step
+        of every training graph. The last group is not stepped, so the simulator never runs."""
+        if self.cfg.env.device.hint == "none":
+            return super().demonstrations()
+        raw = []
+        for g in self.train:
+            env = self._env(g)
+            o, _ = env.reset(seed=0)
+            for k in range(len(env.members)):
+                raw.append(o)
+                if k + 1 < len(env.members):
+                    o = env.step(0)[0]
+        return raw, [0] * len(raw)
 
     def episode_details(self, first_info, last_info):
         return {"step_time_ms": last_info["step_time_ms"] if last_info.get("valid") else None}

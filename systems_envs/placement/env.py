@@ -15,13 +15,23 @@ episode terminates with the only non-zero reward:
 An out-of-memory placement gets ``oom_reward`` (default: the reward of a runtime
 100 x single_ms, and -1 for ``speedup``).
 
+``hint`` (a name in :data:`~systems_envs.placement.baselines.BASELINES`, e.g. ``"etf"``):
+a baseline-derived feature and a refinement action space. The env runs that baseline
+(seed 0) once at construction; ``hint_placement`` [n] is its device per op. Each node then
+carries the one-hot of its hint device (D more columns), and action ``a`` places every op
+``i`` of the current group on device ``(hint[i] + a) mod D``: action 0 everywhere
+reproduces the baseline's op-level placement exactly, other actions rotate a group's ops
+across the devices (with groups, the policy refines the baseline instead of replacing it
+by one device per group).
+
 Observation (a dict; n ops, E op-to-op edges, D devices, K = number of op types):
-  ``nodes`` [n, K + 4 + D] float32: op type one-hot, log1p(cost us on the fastest device),
-  log1p(output MB), one-hot current device (D columns) + unplaced flag, is-next flag;
+  ``nodes`` [n, K + 4 + D] float32 ([n, K + 4 + 2D] with a hint): op type one-hot,
+  log1p(cost us on the fastest device), log1p(output MB), one-hot current device (D
+  columns) + unplaced flag, is-next flag, then (hint only) the one-hot hint device;
   ``senders``, ``receivers`` [E] int64; ``edges`` [E, 1] float32 log1p(MB sent);
-  ``action_mask`` [D] int8: devices with room for the current group: the resident
-  weights of the ops already placed there, plus the group's new weights, plus the bytes
-  the group reads and writes fit its capacity (a lower bound on the true peak, which
+  ``action_mask`` [D] int8: actions whose devices have room for the current group: on
+  each device the group's ops would go to, the resident weights of the ops already placed
+  there, plus the new weights, plus the bytes those ops read and write fit its capacity (a lower bound on the true peak, which
   the simulator checks at the end); all ones if none has room. Any action is accepted; an
   unmasked one that overflows memory shows up as out-of-memory at the end.
 """
@@ -63,13 +73,16 @@ class DevicePlacementEnv(gym.Env):
       groups: None, a chunk size, or a group id per op.
       oom_reward: reward of an out-of-memory placement (default as above).
       per_op_overhead_ms: fixed per-op overhead of the simulator.
+      hint: None or a baseline name: the hint feature and relative actions (see above).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, graph: Graph | str = "inception_v3", devices: DeviceSet | str = "gpu4",
                  reward: str = "neg_runtime", groups=None, oom_reward: float | None = None,
-                 per_op_overhead_ms: float = DEFAULT_OP_OVERHEAD_MS):
+                 per_op_overhead_ms: float = DEFAULT_OP_OVERHEAD_MS, hint: str | None = None):
+        from systems_envs.placement.baselines import BASELINES
+
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r} (known: {', '.join(REWARDS)})")
         if isinstance(graph, str):
@@ -89,7 +102,10 @@ class DevicePlacementEnv(gym.Env):
         self.members = [np.flatnonzero(self.group_of == k) for k in range(self.num_groups)]
         # static features
         k = len(OP_TYPES)
-        self._base = np.zeros((n, k + 4 + D), dtype=np.float32)
+        if hint is not None and hint not in BASELINES:
+            raise ValueError(f"hint: unknown baseline {hint!r} (known: {', '.join(BASELINES)})")
+        self.hint = hint
+        self._base = np.zeros((n, k + 4 + D + (D if hint else 0)), dtype=np.float32)
         self._base[np.arange(n), [OP_TYPES.index(t) for t in cg.op_types]] = 1.0
         self._base[:, k] = np.log1p(1e3 * cg.dur_ms[:, int(np.argmin(cg.serial_ms()))])
         out_b = np.bincount(cg.tensor_producer, weights=cg.tensor_bytes, minlength=n)
@@ -97,6 +113,10 @@ class DevicePlacementEnv(gym.Env):
         self._dev_col = k + 2
         self._unplaced_col = k + 2 + D
         self._next_col = k + 3 + D
+        self.hint_placement = None
+        if hint:
+            self.hint_placement = BASELINES[hint](cg, 0).astype(np.int64)
+            self._base[np.arange(n), k + 4 + D + self.hint_placement] = 1.0
         e = cg.edges
         self._senders = np.array([i for i, _, _ in e], dtype=np.int64)
         self._receivers = np.array([j for _, j, _ in e], dtype=np.int64)
@@ -150,9 +170,10 @@ class DevicePlacementEnv(gym.Env):
         if not 0 <= d < self.cg.num_devices:
             raise ValueError(f"action {action!r} is not a device index in 0..{self.cg.num_devices - 1}")
         ops = self.members[self._k]
-        self._placement[ops] = d
-        for i in ops:
-            self._res_mark[self._res_of[i], d] = True
+        dev = self._devices_of(ops, d)
+        self._placement[ops] = dev
+        for i, di in zip(ops, dev):
+            self._res_mark[self._res_of[i], di] = True
         self._k += 1
         if self._k < self.num_groups:
             return self._obs(), 0.0, False, False, {"group": self._k}
@@ -164,16 +185,30 @@ class DevicePlacementEnv(gym.Env):
         return self._obs(), float(r), True, False, info
 
     # ------------------------------------------------------------------ helpers
+    def _devices_of(self, ops: np.ndarray, action: int) -> np.ndarray:
+        """[len(ops)] device of each op under ``action`` (the device itself, or the hint's
+        device shifted by ``action`` with a hint)."""
+        if self.hint_placement is None:
+            return np.full(len(ops), action, dtype=np.int64)
+        return (self.hint_placement[ops] + action) % self.cg.num_devices
+
     def action_mask(self) -> np.ndarray:
-        """[D] int8: devices with room for the current group (see the module docstring)."""
+        """[D] int8: actions whose devices have room for the current group (module docstring)."""
         D = self.cg.num_devices
         if self._k >= self.num_groups:
             return np.ones(D, dtype=np.int8)
-        res = sorted({r for i in self.members[self._k] for r in self._res_of[i]})
+        ops = self.members[self._k]
         used = (self._res_mark * self.cg.res_bytes[:, None]).sum(axis=0)
-        extra = (~self._res_mark[res] * self.cg.res_bytes[res, None]).sum(axis=0) if res else np.zeros(D)
-        work = self._work[self.members[self._k]].sum()
-        mask = (used + extra + work <= self.cg.devices.capacity).astype(np.int8)
+        mask = np.zeros(D, dtype=np.int8)
+        for a in range(D):
+            dev = self._devices_of(ops, a)
+            ok = True
+            for d in np.unique(dev):
+                mine = ops[dev == d]
+                res = sorted({r for i in mine for r in self._res_of[i]})
+                extra = (~self._res_mark[res, d] * self.cg.res_bytes[res]).sum() if res else 0.0
+                ok &= bool(used[d] + extra + self._work[mine].sum() <= self.cg.devices.capacity[d])
+            mask[a] = ok
         return mask if mask.any() else np.ones(D, dtype=np.int8)
 
     def _obs(self) -> dict:

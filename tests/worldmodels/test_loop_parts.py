@@ -112,11 +112,9 @@ def test_behaviour_cloning_of_the_device_hint():
     obs = stack_observations([task.graph_obs(r) for r in raw])
     agent = make_agent("ppo", cfg.controller, False)
     state = agent.init(jax.random.key(0), jax.tree_util.tree_map(lambda x: x[0], obs))
-    before = agent.act(state, obs, jax.random.key(1), True)[0]
     state, m = agent.clone(state, obs, np.asarray(actions), 100, 1e-2)
     after = agent.act(state, obs, jax.random.key(1), True)[0]
     assert m["bc/accuracy"] == 1.0 and (after == 0).all() and m["bc/loss"] < 0.1
-    assert not (before == 0).all() or m["bc/loss"] >= 0  # (the untrained policy is not the target already)
     with pytest.raises(ValueError, match="--loop.bc_steps: DevicePlacement-v0 has no demonstrations"):
         make_task(_cfg("DevicePlacement-v0")).demonstrations()
     with pytest.raises(ValueError, match="--loop.bc_steps: RandomAgent has no behaviour cloning"):

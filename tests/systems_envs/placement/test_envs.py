@@ -69,6 +69,46 @@ def test_device_env_groups_and_observation():
         DevicePlacementEnv(branchy(), "gpu4", reward="fast")
 
 
+@pytest.mark.parametrize("groups", [None, 3])
+def test_device_env_hint_feature_and_relative_actions(groups):
+    from systems_envs.placement.baselines import etf
+    plain = DevicePlacementEnv(branchy(), "gpu4", reward="speedup", groups=groups)
+    env = DevicePlacementEnv(branchy(), "gpu4", reward="speedup", groups=groups, hint="etf")
+    n, D = env.cg.n, env.cg.num_devices
+    obs, _ = env.reset(seed=0)
+    assert obs["nodes"].shape == (n, plain._base.shape[1] + D) == env.observation_space["nodes"].shape
+    np.testing.assert_array_equal(obs["nodes"][:, : plain._base.shape[1]], plain.reset(seed=0)[0]["nodes"])
+    hint = etf(env.cg)   # the hint columns are the baseline's placement
+    np.testing.assert_array_equal(env.hint_placement, hint)
+    np.testing.assert_array_equal(np.argmax(obs["nodes"][:, -D:], axis=1), hint)
+    assert obs["nodes"][:, -D:].sum() == n
+    # action 0 everywhere reproduces the baseline exactly; action a rotates by a
+    traj, info = rollout(env, 0, actions=lambda o: 0)
+    np.testing.assert_array_equal(info["placement"], hint)
+    assert traj[-1][1] == pytest.approx(env.single_ms / simulate(env.cg, hint).step_time_ms)
+    _, info = rollout(env, 0, actions=lambda o: 1)
+    np.testing.assert_array_equal(info["placement"], (hint + 1) % D)
+    check_env(env, skip_render_check=True)
+    with pytest.raises(ValueError, match="hint: unknown baseline"):
+        DevicePlacementEnv(branchy(), "gpu4", hint="oracle")
+
+
+def test_device_env_hint_mask_checks_each_device_the_group_lands_on():
+    g = branchy(branches=2, depth=4, batch=1, ch=256, hw=8)  # 8 x 2.36 MB weights
+    small = DevicePlacementEnv(g, "gpu2").cg.devices.with_memory(13e6)
+    env = DevicePlacementEnv(g, small, reward="speedup", hint="single")   # hint: all on one device
+    _, info = rollout(env, 0, actions=lambda obs: 0)
+    assert not info["valid"]
+    _, info = rollout(env, 0, actions=lambda obs: int(np.flatnonzero(obs["action_mask"])[0]))
+    assert info["valid"]
+    # without a hint the relative mask is the absolute one
+    a = DevicePlacementEnv(g, small, reward="speedup")
+    b = DevicePlacementEnv(g, small, reward="speedup", hint="single")
+    oa, ob = a.reset(seed=0)[0], b.reset(seed=0)[0]
+    h = int(b.hint_placement[0])
+    np.testing.assert_array_equal(ob["action_mask"], np.roll(oa["action_mask"], -h))
+
+
 def test_device_env_seeded_determinism():
     a = rollout(DevicePlacementEnv(branchy(), "gpu4"), 7)[0]
     b = rollout(DevicePlacementEnv(branchy(), "gpu4"), 7)[0]
