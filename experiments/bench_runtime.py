@@ -1,11 +1,13 @@
 """Claimed cost reduction next to the speed-up onnxruntime measures, per model.
 
     python -m experiments.bench_runtime [--graphs all|a,b|none] [--zoo all|a,b|none]
-        [--costs ort-cpu,v100] [--rounds 30] [--threads 1] [--max-steps N] [--workdir DIR]
+        [--costs ort-cpu,v100] [--rounds 30] [--threads 1] [--max-steps N] [--min-gain F]
+        [--workdir DIR]
 
 For every built-in graph and every PyTorch-exported zoo model (``torch_zoo``, dynamo
 exporter, opset 18; skipped without the torch extra), and for each cost model in
-``--costs``: greedy search under that cost model, then the original and the optimised
+``--costs``: greedy search under that cost model (no step predicted to gain less than
+``--min-gain`` of the cost; default: the cost model's resolution), then the original and the optimised
 model timed side by side in onnxruntime on this CPU with default session options
 (``ORT_ENABLE_ALL``) on ``--threads`` intra-op threads: ``--rounds`` interleaved rounds
 with a second session of the original as a noise control
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds per model")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--max-steps", type=int, default=10_000, help="greedy step limit")
+    p.add_argument("--min-gain", type=float, default=None,
+                   help="greedy: smallest predicted gain taken, a fraction of the cost (default: the cost model's resolution)")
     p.add_argument("--workdir", default=None, help="folder for the exported zoo models (default: a temp folder)")
     args = p.parse_args(argv)
     from systems_envs.graph.measure import compare_models, cpu_model, export_for_timing
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--costs: e2e is too slow for a greedy search over every model; use ort-cpu")
     if args.rounds < 3 or args.threads < 1 or args.max_steps < 1:
         raise ValueError("--rounds must be >= 3, --threads and --max-steps >= 1")
+    if args.min_gain is not None and not args.min_gain >= 0.0:
+        raise ValueError(f"--min-gain must be >= 0, got {args.min_gain}")
     from systems_envs.graph.cost import make_cost_model
 
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores, onnxruntime threads {args.threads}"
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     for m in models:
         for c, cm in cost_models.items():
             try:
-                res = greedy(m.graph, rules, cm, max_steps=args.max_steps)
+                res = greedy(m.graph, rules, cm, max_steps=args.max_steps, min_gain=args.min_gain)
                 cmp = compare_models(m.original, export_for_timing(res.graph), threads=args.threads, rounds=args.rounds)
             except Exception as e:  # noqa: BLE001 - reported per model (type and message), the benchmark goes on
                 first = str(e).splitlines()[0] if str(e) else ""

@@ -147,3 +147,8 @@ def test_greedy_takes_no_step_within_the_timing_noise(cache_dir):
     assert greedy(g, rules, v100).rewrites == []
     v100.resolution = 0.01  # relative to the graph's cost, also when it is far below 1 ms
     assert full.cost_before < 1 and greedy(g, rules, v100).rewrites == full.rewrites
+    v100.resolution = 0.9
+    assert greedy(g, rules, v100, min_gain=0.0).rewrites == full.rewrites  # min_gain overrides the resolution
+    assert greedy(g, rules, make_cost_model("v100"), min_gain=0.9).rewrites == []
+    with pytest.raises(ValueError, match="min_gain must be >= 0"):
+        greedy(g, rules, v100, min_gain=-0.1)
