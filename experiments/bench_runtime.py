@@ -16,6 +16,7 @@ export of a built-in graph, or the file PyTorch wrote for a zoo model.
 
 Each row: model, cost model, ops, rewrites (the most frequent rule), claimed cost
 reduction, measured ms before/after, speed-up with its spread, the noise control, the
+runs per round of which the fastest counts (``inner``: more for sub-millisecond models), the
 verdict (faster / same / slower beyond noise) and a note saying why nothing was gained
 where nothing was. Prints the machine, a markdown table and a summary per cost model
 (models measurably slower; models at least 5% faster); the last stdout line is JSON
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "top_rule": f"{top[0][0]} x{top[0][1]}" if top else "",
                    "claimed": round(res.reduction, 4), "ms_before": round(cmp.before_ms, 3),
                    "ms_after": round(cmp.after_ms, 3), "speedup": round(cmp.speedup, 3),
-                   "spread": round(cmp.spread, 3), "noise": round(cmp.noise, 3), "verdict": cmp.verdict}
+                   "spread": round(cmp.spread, 3), "noise": round(cmp.noise, 3), "inner": cmp.inner,
+                   "verdict": cmp.verdict}
             row["note"] = note_for(row)
             print(json.dumps(row), flush=True)
             rows.append(row)
