@@ -7,9 +7,9 @@
 For every built-in graph and every PyTorch-exported zoo model (``torch_zoo``, dynamo
 exporter, opset 18; skipped without the torch extra), and for each cost model in
 ``--costs``: greedy search under that cost model (no step predicted to gain less than
-``--min-gain`` of the cost; default: the cost model's resolution), then the original and the optimised
-model timed side by side in onnxruntime on this CPU with default session options
-(``ORT_ENABLE_ALL``) on ``--threads`` intra-op threads: ``--rounds`` interleaved rounds
+``--min-gain`` of the cost; default: the cost model's resolution), then the original and
+the optimised model timed side by side in onnxruntime on this CPU with default session
+options (``ORT_ENABLE_ALL``) on ``--threads`` intra-op threads: ``--rounds`` interleaved rounds
 with a second session of the original as a noise control
 (:func:`~systems_envs.graph.measure.compare_models`). The original is the unchanged
 export of a built-in graph, or the file PyTorch wrote for a zoo model.
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--max-steps", type=int, default=10_000, help="greedy step limit")
     p.add_argument("--min-gain", type=float, default=None,
-                   help="greedy: smallest predicted gain taken, a fraction of the cost (default: the cost model's resolution)")
+                   help="greedy: smallest predicted gain taken, a fraction of the cost "
+                        "(default: the cost model's resolution)")
     p.add_argument("--workdir", default=None, help="folder for the exported zoo models (default: a temp folder)")
     args = p.parse_args(argv)
     from systems_envs.graph.measure import compare_models, cpu_model, export_for_timing
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     for m in models:
         for c, cm in cost_models.items():
             try:
-                res = greedy(m.graph, rules, cm, max_steps=args.max_steps, min_gain=args.min_gain)
+                res = greedy(m.graph, rules, cm, max_steps=args.max_steps,
+                             min_gain=args.min_gain)
                 cmp = compare_models(m.original, export_for_timing(res.graph), threads=args.threads, rounds=args.rounds)
             except Exception as e:  # noqa: BLE001 - reported per model (type and message), the benchmark goes on
                 first = str(e).splitlines()[0] if str(e) else ""

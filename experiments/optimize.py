@@ -72,7 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cost", "--device", dest="cost", default="v100", choices=COST_MODEL_NAMES,
                    help="cost model the search minimises (--device is an alias)")
     p.add_argument("--min-gain", type=float, default=None,
-                   help="greedy: smallest predicted gain taken, a fraction of the cost (default: the cost model's resolution)")
+                   help="greedy: smallest predicted gain taken, a fraction of the cost "
+                        "(default: the cost model's resolution)")
     p.add_argument("--seed", type=int, default=0, help="seed (random search; weights of .model files)")
     p.add_argument("--time-limit", type=float, default=None, help="backtracking wall-clock limit, seconds")
     p.add_argument("--out", default=None, help="write the optimised graph as ONNX to this path")

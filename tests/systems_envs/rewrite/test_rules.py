@@ -597,7 +597,7 @@ def _lin_reshape(x_shape=(2, 3, 4), flat=(6, 4), back=None, bias=True, act="relu
 case("linear_through_reshape")(_lin_reshape())
 case("linear_through_reshape")(_lin_reshape((1, 2, 2, 3), (4, 3), bias=False, act="none"))
 negative("linear_through_reshape")(_lin_reshape(back=(3, 2, 5)))  # leading axes not restored
-negative("linear_through_reshape")(_lin_reshape((2, 2, 6), (8, 3), back=(2, 2, 10)))  # last axis not kept
+negative("linear_through_reshape")(_lin_reshape((2, 2, 6), (8, 3), back=(2, 2, 10)))  # last axis changed
 negative("linear_through_reshape")(_lin_reshape(extra_use=True))  # the 2-D result is used elsewhere
 negative("linear_through_reshape")(_lin_reshape((6, 4), (6, 4), back=(6, 5)))  # nothing to flatten
 
