@@ -1,19 +1,22 @@
 """Claimed cost reduction next to the speed-up onnxruntime measures, per model.
 
     python -m experiments.bench_runtime [--graphs all|a,b|none] [--zoo all|a,b|none]
-        [--costs ort-cpu,v100] [--rounds 30] [--threads 1] [--max-steps N] [--workdir DIR]
+        [--costs ort-cpu,v100] [--rounds 30] [--threads 1] [--max-steps N] [--min-gain F]
+        [--workdir DIR]
 
 For every built-in graph and every PyTorch-exported zoo model (``torch_zoo``, dynamo
 exporter, opset 18; skipped without the torch extra), and for each cost model in
-``--costs``: greedy search under that cost model, then the original and the optimised
-model timed side by side in onnxruntime on this CPU with default session options
-(``ORT_ENABLE_ALL``) on ``--threads`` intra-op threads: ``--rounds`` interleaved rounds
+``--costs``: greedy search under that cost model (no step predicted to gain less than
+``--min-gain`` of the cost; default: the cost model's resolution), then the original and
+the optimised model timed side by side in onnxruntime on this CPU with default session
+options (``ORT_ENABLE_ALL``) on ``--threads`` intra-op threads: ``--rounds`` interleaved rounds
 with a second session of the original as a noise control
 (:func:`~systems_envs.graph.measure.compare_models`). The original is the unchanged
 export of a built-in graph, or the file PyTorch wrote for a zoo model.
 
 Each row: model, cost model, ops, rewrites (the most frequent rule), claimed cost
 reduction, measured ms before/after, speed-up with its spread, the noise control, the
+runs per round of which the fastest counts (``inner``: more for sub-millisecond models), the
 verdict (faster / same / slower beyond noise) and a note saying why nothing was gained
 where nothing was. Prints the machine, a markdown table and a summary per cost model
 (models measurably slower; models at least 5% faster); the last stdout line is JSON
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds per model")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--max-steps", type=int, default=10_000, help="greedy step limit")
+    p.add_argument("--min-gain", type=float, default=None,
+                   help="greedy: smallest predicted gain taken, a fraction of the cost "
+                        "(default: the cost model's resolution)")
     p.add_argument("--workdir", default=None, help="folder for the exported zoo models (default: a temp folder)")
     args = p.parse_args(argv)
     from systems_envs.graph.measure import compare_models, cpu_model, export_for_timing
@@ -74,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--costs: e2e is too slow for a greedy search over every model; use ort-cpu")
     if args.rounds < 3 or args.threads < 1 or args.max_steps < 1:
         raise ValueError("--rounds must be >= 3, --threads and --max-steps >= 1")
+    if args.min_gain is not None and not args.min_gain >= 0.0:
+        raise ValueError(f"--min-gain must be >= 0, got {args.min_gain}")
     from systems_envs.graph.cost import make_cost_model
 
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores, onnxruntime threads {args.threads}"
@@ -86,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     for m in models:
         for c, cm in cost_models.items():
             try:
-                res = greedy(m.graph, rules, cm, max_steps=args.max_steps)
+                res = greedy(m.graph, rules, cm, max_steps=args.max_steps,
+                             min_gain=args.min_gain)
                 cmp = compare_models(m.original, export_for_timing(res.graph), threads=args.threads, rounds=args.rounds)
             except Exception as e:  # noqa: BLE001 - reported per model (type and message), the benchmark goes on
                 first = str(e).splitlines()[0] if str(e) else ""
@@ -99,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "top_rule": f"{top[0][0]} x{top[0][1]}" if top else "",
                    "claimed": round(res.reduction, 4), "ms_before": round(cmp.before_ms, 3),
                    "ms_after": round(cmp.after_ms, 3), "speedup": round(cmp.speedup, 3),
-                   "spread": round(cmp.spread, 3), "noise": round(cmp.noise, 3), "verdict": cmp.verdict}
+                   "spread": round(cmp.spread, 3), "noise": round(cmp.noise, 3), "inner": cmp.inner,
+                   "verdict": cmp.verdict}
             row["note"] = note_for(row)
             print(json.dumps(row), flush=True)
             rows.append(row)

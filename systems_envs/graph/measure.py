@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -39,6 +40,7 @@ from systems_envs.graph.ir import Graph, GraphError, Node
 from systems_envs.graph.ops import OPS
 
 CACHE_FILE = "measured_costs.json"
+INNER_ROUND_MS = 1.0  # compare_models: about this much of back-to-back runs per session and round
 E2E_CACHE_FILE = "e2e_costs.json"
 
 
@@ -411,6 +413,7 @@ class Comparison:
         ``|median - 1|`` plus its half interquartile range. A speed-up is only real
         beyond it.
       rounds: timed rounds (each runs the three sessions once).
+      inner: runs per session and round, of which the fastest is kept.
     """
 
     before_ms: float
@@ -419,6 +422,7 @@ class Comparison:
     spread: float
     noise: float
     rounds: int
+    inner: int = 3
 
     @property
     def verdict(self) -> str:
@@ -431,23 +435,38 @@ class Comparison:
         return "same"
 
 
+def inner_runs(run_ms: float, round_ms: float = INNER_ROUND_MS, least: int = 3, most: int = 50) -> int:
+    """How many back-to-back runs a session's timing in one round takes the fastest of: enough
+    for about ``round_ms`` of runs (a model of ``run_ms`` per run), within ``[least, most]``.
+    Sub-millisecond models get more runs: the fastest of 3 runs of a 0.05 ms model is still
+    often one that another process disturbed on a shared machine."""
+    if not run_ms > 0:
+        raise ValueError(f"run_ms must be > 0, got {run_ms}")
+    return max(least, min(most, math.ceil(round_ms / run_ms)))
+
+
 def compare_models(original, optimised, threads: int = 1, warmup: int = 5, rounds: int = 30,
-                   seed: int = 0, optimize: bool = True, inner: int = 3) -> Comparison:
+                   seed: int = 0, optimize: bool = True, inner: int | None = None) -> Comparison:
     """Time ``original`` and ``optimised`` (ModelProto, bytes or path) in interleaved rounds.
 
     Three sessions (original, optimised, original again as the noise control) run in
     each round in a rotating order, each timed as the fastest of ``inner`` back-to-back
-    runs (:func:`interleaved_ms`), after ``warmup`` untimed runs each. Both models must
-    take the same inputs (names, dtypes, shapes); the same feeds go to both.
+    runs (:func:`interleaved_ms`), after ``warmup`` untimed runs each. ``inner`` defaults to
+    :func:`inner_runs` of the original's run time (the fastest of ``warmup`` timed runs;
+    3 for models of 0.33 ms and more). Both models must take the same inputs (names,
+    dtypes, shapes); the same feeds go to both.
     """
     sessions = [make_session(m, threads, optimize) for m in (original, optimised, original)]
     feeds = session_feeds(sessions[0], seed)
     names = {i.name for i in sessions[1].get_inputs()}
     if names != set(feeds):
         raise GraphError(f"the optimised model's inputs {sorted(names)} differ from the original's {sorted(feeds)}")
+    if inner is None:
+        inner = inner_runs(float(interleaved_ms(sessions[:1], [feeds], 1, warmup, max(warmup, 1),
+                                                run_clock(threads))[0, 0]))
     t = interleaved_ms(sessions, [feeds] * 3, rounds, warmup, inner, run_clock(threads))
     ratio = t[:, 0] / t[:, 1]
     control = t[:, 0] / t[:, 2]
     noise = abs(float(np.median(control)) - 1.0) + _rel_half_iqr(control) * float(np.median(control))
     return Comparison(float(np.median(t[:, [0, 2]])), float(np.median(t[:, 1])), float(np.median(ratio)),
-                      _rel_half_iqr(ratio) * float(np.median(ratio)), noise, rounds)
+                      _rel_half_iqr(ratio) * float(np.median(ratio)), noise, rounds, inner)

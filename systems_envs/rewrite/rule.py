@@ -39,7 +39,7 @@ class Rule(abc.ABC):
       name: unique name, e.g. ``"fuse_conv_relu"`` or ``"taso_017"``.
       family: one of the families of the rule library (``"elementwise"``, ``"matmul"``,
         ``"merge_matmul"``, ``"merge_conv"``, ``"fusion"``, ``"concat_split"``,
-        ``"enlarge"``, ``"group_conv"``, ``"transpose"``, ``"taso"``).
+        ``"enlarge"``, ``"group_conv"``, ``"transpose"``, ``"reshape"``, ``"taso"``).
       radius: how many edges from the anchor the pattern reaches (up or down); used to
         re-match only near a change.
     """

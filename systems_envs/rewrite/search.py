@@ -154,10 +154,15 @@ def _start(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None) ->
 
 
 def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = None, *,
-           max_steps: int = 10_000, eps: float = 1e-9,
+           max_steps: int = 10_000, eps: float = 1e-9, min_gain: float | None = None,
            progress: Callable[[str], None] | None = None) -> SearchResult:
     """Repeatedly apply the candidate that lowers the cost most (by more than ``eps * max(1,
-    cost)`` and more than ``cost_model.resolution * cost``); stop when none does.
+    cost)`` and more than ``min_gain * cost``); stop when none does.
+
+    ``min_gain`` (a fraction of the current cost) defaults to ``cost_model.resolution``, the
+    smallest change the cost model can tell from its own timing noise (0 for analytic
+    models). A lower value takes steps whose predicted gain is within that noise, one by one;
+    whether their sum is real is for a measurement to say (``optimize --verify``).
 
     Each candidate's cost change is exact (:class:`~systems_envs.rewrite.deltas.CandidateDeltas`:
     a look-ahead over the nodes it touches, summed exactly, so equal changes tie exactly),
@@ -167,7 +172,9 @@ def greedy(graph: Graph, rules: Sequence[Rule], cost_model: CostModel | None = N
     t0 = time.perf_counter()
     idx = _start(graph, rules, cost_model)
     cost0 = idx.cost
-    resolution = float(getattr(idx.cost_model, "resolution", 0.0))
+    if min_gain is not None and not min_gain >= 0.0:
+        raise ValueError(f"min_gain must be >= 0, got {min_gain}")
+    resolution = float(getattr(idx.cost_model, "resolution", 0.0)) if min_gain is None else min_gain
     rewrites: list[tuple[str, Location]] = []
     deltas = CandidateDeltas()
     steps = 0

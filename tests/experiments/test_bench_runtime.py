@@ -32,3 +32,5 @@ def test_bad_flags():
         main(["--zoo", "none", "--costs", "tpu"])
     with pytest.raises(ValueError, match="e2e is too slow"):
         main(["--zoo", "none", "--costs", "e2e"])
+    with pytest.raises(ValueError, match="--min-gain must be >= 0"):
+        main(["--zoo", "none", "--min-gain", "-1"])

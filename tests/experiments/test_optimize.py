@@ -52,7 +52,8 @@ def test_optimize_backtrack_small_budget():
 
 
 @pytest.mark.parametrize("args", [("missing_file.onnx",), ("not_a_graph",), ("squeezenet", "--budget", "0"),
-                                  ("squeezenet", "--out", "x.txt")])
+                                  ("squeezenet", "--out", "x.txt"), ("squeezenet", "--min-gain", "-0.1"),
+                                  ("squeezenet", "--search", "backtrack", "--min-gain", "0")])
 def test_optimize_bad_input(args):
     r = _run(*args, timeout=120)
     assert r.returncode != 0

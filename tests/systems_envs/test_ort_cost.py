@@ -147,3 +147,22 @@ def test_greedy_takes_no_step_within_the_timing_noise(cache_dir):
     assert greedy(g, rules, v100).rewrites == []
     v100.resolution = 0.01  # relative to the graph's cost, also when it is far below 1 ms
     assert full.cost_before < 1 and greedy(g, rules, v100).rewrites == full.rewrites
+    v100.resolution = 0.9
+    assert greedy(g, rules, v100, min_gain=0.0).rewrites == full.rewrites  # min_gain overrides the resolution
+    assert greedy(g, rules, make_cost_model("v100"), min_gain=0.9).rewrites == []
+    with pytest.raises(ValueError, match="min_gain must be >= 0"):
+        greedy(g, rules, v100, min_gain=-0.1)
+
+
+def test_compare_models_takes_the_fastest_of_more_runs_for_tiny_models():
+    from systems_envs.graph.measure import compare_models, export_for_timing, inner_runs
+
+    assert inner_runs(0.05) == 20 and inner_runs(0.5) == 3 and inner_runs(1e-5) == 50
+    with pytest.raises(ValueError, match="run_ms must be > 0"):
+        inner_runs(0.0)
+    g = Graph("tiny")
+    g.set_outputs([g.add("relu", [g.input("x", (1, 8))])])
+    model = export_for_timing(g)
+    c = compare_models(model, model, rounds=3)
+    assert c.inner >= 20  # a run of a few microseconds: the fastest of many runs per round
+    assert compare_models(model, model, rounds=3, inner=4).inner == 4

@@ -19,10 +19,11 @@ from systems_envs.rewrite.rule import Rule
 def builtin_rules() -> list[Rule]:
     """All hand-written rules, grouped by family, in a fixed order."""
     from systems_envs.rewrite.rules import (concat_split, elementwise, enlarge, fusion, group_conv, matmul,
-                                            merge_conv, merge_matmul, transpose)
+                                            merge_conv, merge_matmul, reshape, transpose)
 
     rules: list[Rule] = []
-    for mod in (elementwise, matmul, merge_matmul, merge_conv, fusion, concat_split, enlarge, group_conv, transpose):
+    for mod in (elementwise, matmul, merge_matmul, merge_conv, fusion, concat_split, enlarge, group_conv, transpose,
+                reshape):
         rules.extend(mod.RULES)
     names = [r.name for r in rules]
     dup = {n for n in names if names.count(n) > 1}

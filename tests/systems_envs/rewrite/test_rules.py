@@ -579,6 +579,29 @@ def transpose_concat():
     return g
 
 
+# ----------------------------------------------------------------------------- reshape
+
+
+def _lin_reshape(x_shape=(2, 3, 4), flat=(6, 4), back=None, bias=True, act="relu", extra_use=False):
+    def build():
+        g = Graph("lr")
+        f = g.add("reshape", [g.input("x", x_shape)], shape=flat)
+        ins = [f, g.weight("w", (flat[1], 5))] + ([g.weight("b", (5,))] if bias else [])
+        lin = g.add("linear", ins, activation=act)
+        out = g.add("reshape", [lin], shape=back or tuple(x_shape[:-1]) + (5,))
+        g.set_outputs([out, lin] if extra_use else [out])
+        return g
+    return build
+
+
+case("linear_through_reshape")(_lin_reshape())
+case("linear_through_reshape")(_lin_reshape((1, 2, 2, 3), (4, 3), bias=False, act="none"))
+negative("linear_through_reshape")(_lin_reshape(back=(3, 2, 5)))  # leading axes not restored
+negative("linear_through_reshape")(_lin_reshape((2, 2, 6), (8, 3), back=(2, 2, 10)))  # last axis changed
+negative("linear_through_reshape")(_lin_reshape(extra_use=True))  # the 2-D result is used elsewhere
+negative("linear_through_reshape")(_lin_reshape((6, 4), (6, 4), back=(6, 5)))  # nothing to flatten
+
+
 # ----------------------------------------------------------------------------- tests
 
 POSITIVE = [(name, fn) for name, fns in CASES.items() for fn in fns]
@@ -593,7 +616,7 @@ def test_every_rule_has_a_case():
 
 def test_rule_metadata():
     families = {"elementwise", "matmul", "merge_matmul", "merge_conv", "fusion", "concat_split", "enlarge",
-                "group_conv", "transpose"}
+                "group_conv", "transpose", "reshape"}
     for r in builtin_rules():
         assert r.family in families and r.radius >= 1, r
 
