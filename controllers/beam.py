@@ -83,25 +83,43 @@ def beam_search(env, obs: dict, policy: Callable[[Sequence[dict]], np.ndarray], 
     return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, steps)
 
 
+class RealPath:
+    """Real steps taken one after another on ``env`` (stepped in place) and the cheapest graph
+    seen along them: the bookkeeping of the searches that follow one path (the policy alone,
+    MCTS re-rooted at the real state)."""
+
+    def __init__(self, env):
+        self.env, self.t0 = env, time.perf_counter()
+        self.cost0 = env.index.cost
+        self.best = (self.cost0, env.graph.copy(), [])    # (cost ms, graph, rewrites to it)
+        self.rewrites: list = []
+        self.steps = 0
+
+    def step(self, action: int) -> tuple[dict, bool]:
+        """Apply ``action``; returns the new observation and whether the episode ended."""
+        obs, _, term, trunc, info = self.env.step(int(action))
+        self.steps += 1
+        self.rewrites.append((info["rule"], tuple(info["location"])))
+        if self.env.index.cost < self.best[0]:
+            self.best = (self.env.index.cost, self.env.graph.copy(), list(self.rewrites))
+        return obs, term or trunc
+
+    def result(self) -> SearchResult:
+        """The cheapest graph seen; ``expanded`` = real steps taken."""
+        cost, graph, rewrites = self.best
+        return SearchResult(graph, self.cost0, cost, rewrites, time.perf_counter() - self.t0, self.steps)
+
+
 def _greedy_rollout(env, obs: dict, policy) -> SearchResult:
     """The policy alone: `beam_search` with ``width = expand = 1`` on one clone of ``env``."""
-    t0 = time.perf_counter()
-    env = env.clone()
-    cost0 = env.index.cost
-    best = (cost0, env.graph.copy(), [])
-    rewrites: list = []
-    steps = 0
+    path = RealPath(env.clone())
     while True:
         lp = np.asarray(policy([obs]), np.float64)[0]
         legal = np.flatnonzero(np.asarray(obs["action_mask"]) > 0)
         a = int(legal[np.argsort(-lp[legal], kind="stable")[0]])
         if a == len(lp) - 1:
             break
-        obs, _, term, trunc, info = env.step(a)
-        steps += 1
-        rewrites.append((info["rule"], tuple(info["location"])))
-        if env.index.cost < best[0]:
-            best = (env.index.cost, env.graph.copy(), list(rewrites))
-        if term or trunc:
+        obs, ended = path.step(a)
+        if ended:
             break
-    return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, steps)
+    return path.result()

@@ -95,7 +95,7 @@ def train_run(run_dir: str, train: list[str], heldout: str, seed: int, steps: in
     # the folds' runs share their shapes (capacities follow the largest training graph), so a
     # persistent XLA cache compiles the large networks once instead of once per fold
     env = {"JAX_COMPILATION_CACHE_DIR": os.path.join(os.path.dirname(run_dir), "xla_cache"), **os.environ}
-    with open(os.path.join(os.path.dirname(run_dir), f"{os.path.basename(run_dir)}.log"), "w") as log:
+    with open(run_dir + ".log", "w") as log:
         if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode:
             raise RuntimeError(f"training run {run_dir} failed; see {log.name}")
 
@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
                  f"{summ['at_least_backtracking']} of {summ['folds']} |")
     table = "\n".join(lines)
     print("\n" + table)
-    result = {"args": {k: v for k, v in vars(args).items()}, "rows": rows, **summ}
+    result = {"args": vars(args), "rows": rows, **summ}
     with open(os.path.join(args.logdir, "table.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.logdir, "loo.json"), "w") as f:

@@ -239,19 +239,18 @@ class TrainedRun:
         return time.perf_counter() - t0
 
     def _mcts(self, env, obs, simulations, replan, seed, progress) -> SearchResult:
+        from controllers.beam import RealPath
         from controllers.mcts import MCTSState
 
         if replan < 1:
             raise ValueError(f"replan must be >= 1, got {replan}")
         search = self._mcts_search_fn(simulations, replan)
-        t0 = time.perf_counter()
-        cost0 = env.index.cost
-        best = (cost0, env.graph.copy(), [])
-        rewrites, steps, done, key = [], 0, False, jax.random.key(seed)
+        path = RealPath(env)
+        done, key = False, jax.random.key(seed)
         while not done:
             key, k = jax.random.split(key)
             model = self.encode([obs])
-            left = jnp.int32(self.cfg.env.max_steps - steps)   # the real episode's steps left
+            left = jnp.int32(self.cfg.env.max_steps - path.steps)   # the real episode's steps left
             actions, valid = search(MCTSState((self.wm_params, left), self.agent_state.params), model, k)
             actions, valid = np.asarray(actions)[0], np.asarray(valid)[0]
             for i, (a, ok) in enumerate(zip(actions, valid)):
@@ -259,17 +258,13 @@ class TrainedRun:
                 if not ok or not obs["action_mask"][a] or a == env.max_candidates:
                     done = done or i == 0      # the tree's best first move is stop
                     break
-                obs, _, term, trunc, info = env.step(a)
-                steps += 1
-                rewrites.append((info["rule"], tuple(info["location"])))
-                if env.index.cost < best[0]:
-                    best = (env.index.cost, env.graph.copy(), list(rewrites))
-                if term or trunc:
+                obs, ended = path.step(a)
+                if ended:
                     done = True
                     break
             if progress:
-                progress(f"mcts step {steps}: cost {env.index.cost:.4f} ms, best {best[0]:.4f} ms")
-        return SearchResult(best[1], cost0, best[0], best[2], time.perf_counter() - t0, steps)
+                progress(f"mcts step {path.steps}: cost {env.index.cost:.4f} ms, best {path.best[0]:.4f} ms")
+        return path.result()
 
 
 def _search_pv(mcts, state, model_obs, key, length):
