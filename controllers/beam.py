@@ -13,8 +13,8 @@ seen, never worse than the input.
 
 ``width=1, expand=1`` is the policy alone: its most probable action at every step, until it
 stops (one clone of the environment stepped in place, no merging: the same result as the
-general search with one beam, without its per-step clone and graph hash). Cost: at most ``width * expand`` real environment steps per depth, plus one batched
-policy evaluation.
+general search with one beam, without its per-step clone and graph hash). Cost: at most
+``width * expand`` real environment steps per depth, plus one batched policy evaluation.
 """
 from __future__ import annotations
 

@@ -117,8 +117,8 @@ def main(argv=None) -> dict:
                                    "--episodes", str(args.episodes), "--backtrack-budget", str(args.backtrack_budget)])
             rows += [{**r, "fold": fold, "seed": seed} for r in out["rows"]]
     summ = summarise(rows)
-    lines = ["| left-out graph | seeds | greedy | backtracking (%d) | policy | policy s / backtracking s | policy >= backtracking |"
-             % args.backtrack_budget, "|---|---:|---:|---:|---:|---|---|"]
+    lines = [f"| left-out graph | seeds | greedy | backtracking ({args.backtrack_budget}) | policy | "
+             "policy s / backtracking s | policy >= backtracking |", "|---|---:|---:|---:|---:|---|---|"]
     for g, v in summ["graphs"].items():
         lines.append(f"| {g} | {v['seeds']} | {100 * v['greedy']['reduction']:.2f}% | "
                      f"{100 * v['backtracking']['reduction']:.2f}% ({v['backtracking']['seconds']:.2f} s) | "
