@@ -126,7 +126,7 @@ class Agent:
     def train_on_episodes(self, state, run_episode, key):
         raise NotImplementedError(f"{type(self).__name__} does not train on whole real episodes")
 
-    def clone(self, state, obs, actions, steps: int, lr: float):
+    def clone(self, state, obs, actions, steps: int, lr: float, batch: int = 32, seed: int = 0):
         raise ValueError(f"--loop.bc_steps: {type(self).__name__} has no behaviour cloning (PPO has)")
 
 
@@ -161,31 +161,51 @@ class PPOAgent(Agent):
     def value(self, state, obs):
         return self.ppo.value(state, obs)
 
-    def clone(self, state, obs, actions, steps, lr):
-        """Behaviour cloning on (obs [N, ...], actions [N]); the PPO optimiser state is reset
-        afterwards. Metrics: final ``bc/loss`` (mean -log p) and ``bc/accuracy`` (greedy)."""
+    def clone(self, state, obs, actions, steps, lr, batch: int = 32, seed: int = 0):
+        """Behaviour cloning on (obs [N, ...], actions [N]): ``steps`` Adam steps, each on a
+        minibatch of ``batch`` demonstrations drawn without replacement (the whole set when
+        N <= batch; a full batch of hundreds of large graphs does not fit a CPU's memory).
+        The PPO optimiser state is reset afterwards. Metrics, over all N demonstrations: final
+        ``bc/loss`` (mean -log p of the demonstrated action) and ``bc/accuracy`` (the policy's
+        most probable action is the demonstrated one)."""
         import optax
+        if batch < 1:
+            raise ValueError(f"--loop.bc_batch must be >= 1, got {batch}")
         dist = jax.vmap(self.ppo.distribution, in_axes=(None, 0))
-        actions = jnp.asarray(actions, jnp.int32)
+        actions = np.asarray(actions, np.int32)
+        n = len(actions)
+        b = min(batch, n)
 
-        def loss(params):
-            logp = dist(params, obs)[0]
-            return -jnp.take_along_axis(logp, actions[:, None], axis=1).mean(), logp
+        def loss(params, o, a):
+            logp = dist(params, o)[0]
+            return -jnp.take_along_axis(logp, a[:, None], axis=1).mean(), logp
 
         tx = optax.adam(lr)
 
         @jax.jit
-        def step(params, opt):
-            (l, _), g = jax.value_and_grad(loss, has_aux=True)(params)
+        def step(params, opt, o, a):
+            (l, _), g = jax.value_and_grad(loss, has_aux=True)(params, o, a)
             upd, opt = tx.update(g, opt, params)
             return optax.apply_updates(params, upd), opt
 
+        take = lambda idx: jax.tree_util.tree_map(lambda x: x[idx], obs)   # noqa: E731
         params, opt = state.params, tx.init(state.params)
+        rng = np.random.default_rng(seed)
         for _ in range(int(steps)):
-            params, opt = step(params, opt)
-        l, logp = jax.jit(loss)(params)
-        acc = jnp.mean(jnp.argmax(logp, axis=1) == actions)
-        return state.replace(params=params, opt_state=self.ppo.tx.init(params)), {"bc/loss": float(l), "bc/accuracy": float(acc)}
+            idx = rng.choice(n, size=b, replace=False)
+            params, opt = step(params, opt, take(idx), jnp.asarray(actions[idx]))
+        evaluate = jax.jit(loss)
+        nll, hits = 0.0, 0
+        for s in range(0, n, b):      # fixed-size chunks (the last one wraps) so evaluate compiles once
+            idx = np.arange(s, s + b) % n
+            keep = min(b, n - s)
+            _, logp = evaluate(params, take(idx), jnp.asarray(actions[idx]))
+            logp = np.asarray(logp)[:keep]
+            a = actions[idx][:keep]
+            nll -= float(logp[np.arange(keep), a].sum())
+            hits += int((logp.argmax(axis=1) == a).sum())
+        m = {"bc/loss": nll / n, "bc/accuracy": hits / n}
+        return state.replace(params=params, opt_state=self.ppo.tx.init(params)), m
 
     def train_real(self, state, batch, key):
         state, m = self.ppo.update(state, batch)

@@ -43,6 +43,9 @@ class LatentPPO(PPO):
     """`controllers.ppo.PPO` (same update, same hyper-parameters) over model observations."""
 
     def __init__(self, **kw):
+        if kw.get("gain_prior", 0.0):
+            raise ValueError("--controller.ppo.gain_prior: the model-based (latent) policy has no immediate-reward "
+                             "input to add; use it with --loop.mode model_free")
         super().__init__(**kw)
         self.net = LatentPolicyValue(hidden=kw.get("hidden", 64), num_rules=kw.get("num_rules", 256))
 

@@ -5,7 +5,10 @@ Input: one (unbatched) observation dict, see :mod:`controllers.base`. Nodes at i
 the same parameters work on graphs of any size (vmap over a batch padded to one bucket).
 
 Output: ``logits`` float32 [A+1] (candidate rewrites then stop; NOT yet masked) and
-``value`` float32 []. An observation without candidate arrays (placement: ``action_mask``
+``value`` float32 []. With ``gain_prior`` beta > 0 a candidate's logit is the network's score
+plus beta times its immediate reward on `candidate_reward_feature`'s unit scale (a fixed,
+not learned, term): before any training the policy is a softened greedy, and what training
+learns is when to deviate from greedy's ranking. An observation without candidate arrays (placement: ``action_mask``
 [A+1] with the stop slot never legal) gets its A action scores from the global embedding.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ class GraphPolicyValue(nn.Module):
     hidden: int = 64
     message_steps: int = 2
     num_rules: int = 256
+    gain_prior: float = 0.0     # beta: candidate logits = MLP(...) + beta * candidate_reward_feature
 
     @nn.compact
     def __call__(self, obs: dict) -> tuple[jax.Array, jax.Array]:
@@ -74,5 +78,5 @@ class GraphPolicyValue(nn.Module):
         feats = jnp.concatenate([nn.Embed(self.num_rules, H, name="rule_emb")(rule), loc,
                                  jnp.broadcast_to(g, (A, H)), gain], -1)
         a = nn.relu(nn.Dense(H, name="act_hidden")(feats))
-        scores = nn.Dense(1, name="act_out")(a)[:, 0]                                          # [A]
+        scores = nn.Dense(1, name="act_out")(a)[:, 0] + self.gain_prior * gain[:, 0]            # [A]
         return jnp.concatenate([scores, stop]), value

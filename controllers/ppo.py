@@ -48,11 +48,12 @@ class PPO:
                  clip_eps: float = 0.2, ent_coef: float = 0.01, vf_coef: float = 0.5,
                  max_grad_norm: float = 0.5, num_epochs: int = 4, num_minibatches: int = 4,
                  rollout_len: int = 32, hidden: int = 64, message_steps: int = 2,
-                 num_rules: int = 256):
+                 num_rules: int = 256, gain_prior: float = 0.0):
         self.gamma, self.gae_lambda, self.clip_eps = gamma, gae_lambda, clip_eps
         self.ent_coef, self.vf_coef = ent_coef, vf_coef
         self.num_epochs, self.num_minibatches, self.rollout_len = num_epochs, num_minibatches, rollout_len
-        self.net = GraphPolicyValue(hidden=hidden, message_steps=message_steps, num_rules=num_rules)
+        self.net = GraphPolicyValue(hidden=hidden, message_steps=message_steps, num_rules=num_rules,
+                                    gain_prior=gain_prior)
         self.num_rules = num_rules
         self.tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr, eps=1e-5))
         self.update = jax.jit(self._update)

@@ -145,6 +145,7 @@ class PPOConfig:
     hidden: int = 64
     message_steps: int = 2
     num_rules: int = 256            # size of the rule-id embedding table
+    gain_prior: float = 0.0         # model-free rewriting: logit += gain_prior * candidate's immediate reward (unit scale)
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ class LoopConfig:
     search_budget: int = 200        # backtracking dequeues of the final baseline comparison
     bc_steps: int = 0               # behaviour-cloning steps on the env's demonstrations before training (0 = off)
     bc_lr: float = 1e-3             # their Adam learning rate
+    bc_batch: int = 32              # demonstrations per behaviour-cloning step
     outcome: OutcomeLoopConfig = field(default_factory=OutcomeLoopConfig)
 
 

@@ -133,8 +133,9 @@ def validate_config(cfg: Config) -> None:
         raise ValueError("--controller.ppo.num_minibatches must divide imagined_envs*rollout_len and num_envs*rollout_len")
     if max(lp.fidelity_ks) > lp.replay_horizon:
         raise ValueError(f"--loop.fidelity_ks {lp.fidelity_ks} exceed --loop.replay_horizon {lp.replay_horizon}")
-    if lp.bc_steps < 0 or lp.bc_lr <= 0:
-        raise ValueError(f"--loop.bc_steps must be >= 0 and --loop.bc_lr > 0, got {lp.bc_steps}, {lp.bc_lr}")
+    if lp.bc_steps < 0 or lp.bc_lr <= 0 or lp.bc_batch < 1:
+        raise ValueError(f"--loop.bc_steps must be >= 0, --loop.bc_lr > 0 and --loop.bc_batch >= 1, "
+                         f"got {lp.bc_steps}, {lp.bc_lr}, {lp.bc_batch}")
     if lp.eval_every < 1 or lp.checkpoint_every < 1 or lp.total_env_steps < 1:
         raise ValueError("--loop.total_env_steps, --loop.eval_every and --loop.checkpoint_every must be >= 1")
 
@@ -234,7 +235,7 @@ class Loop:
             raw, actions = self.task.demonstrations()
             demo = self.featurize(st, [self.task.graph_obs(r) for r in raw])
             state, m = self.agent.clone(state, demo, np.asarray(actions, np.int32), self.cfg.loop.bc_steps,
-                                        self.cfg.loop.bc_lr)
+                                        self.cfg.loop.bc_lr, self.cfg.loop.bc_batch, self.cfg.seed)
             self.echo(f"behaviour cloning: {len(actions)} demonstration steps, {self.cfg.loop.bc_steps} Adam steps, "
                       f"loss {m['bc/loss']:.4f}, accuracy {m['bc/accuracy']:.3f}")
         return state

@@ -215,6 +215,31 @@ class RewriteTask(Task):
     def episode_details(self, first_info, last_info):
         return {"initial_cost_ms": first_info["initial_cost_ms"], "final_cost_ms": last_info["cost_ms"]}
 
+    def demonstrations(self):
+        """Greedy search's own episodes, one per training graph: at every step the legal
+        candidate of largest ``candidate_reward`` (the observation's immediate relative cost
+        decrease, what greedy ranks by), and the stop action once none is positive. These
+        steps run the simulator as the greedy baseline does and are not counted as the
+        controller's real steps."""
+        raw, actions = [], []
+        for g in self.train:
+            env = self.make_env([g]).unwrapped
+            o, _ = env.reset(seed=0)
+            stop = env.max_candidates
+            for _ in range(env.max_steps):
+                legal = np.flatnonzero(np.asarray(o["action_mask"][:stop]) > 0)
+                r = np.asarray(o["candidate_reward"])[legal]
+                a = int(legal[np.argmax(r)]) if len(legal) and r.max() > 0 else stop
+                raw.append(o)
+                actions.append(a)
+                if a == stop:
+                    break
+                o, _, term, trunc, _ = env.step(a)
+                if term or trunc:
+                    break
+            env.close()
+        return raw, actions
+
     def baselines(self, instance):
         from systems_envs.graph.load import load_graph
         from systems_envs.rewrite.search import backtracking, greedy

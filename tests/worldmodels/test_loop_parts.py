@@ -166,3 +166,34 @@ def test_outcome_model_trained_on_the_loops_replay_ranks_placements():
     assert np.isfinite(m["outcome/loss"]) and m["outcome/mse"] < m0["outcome/mse"]
     pred = predict(oo.model, state["params"], ps.placed)
     assert np.corrcoef(pred, ps.reward)[0, 1] > 0.5
+
+
+def test_greedy_demonstrations_and_the_gain_prior_on_rewriting():
+    """GraphRewrite-v0's demonstrations are greedy's episode (largest candidate_reward, stop
+    once none is positive; here truncated at 12 steps); a policy with a large gain prior already picks a candidate of the
+    largest reward; minibatched cloning (batch < N) lowers the demonstrations' loss."""
+    cfg = replace_path(_cfg("GraphRewrite-v0", "squeezenet"), {"env.max_steps": 12})
+    task = make_task(cfg)
+    raw, actions = task.demonstrations()
+    stop = len(raw[0]["action_mask"]) - 1
+    assert stop not in actions[:-1] and len(actions) > 5
+    for o, a in zip(raw[:-1], actions[:-1]):
+        r = np.where(np.asarray(o["action_mask"][:stop]) > 0, o["candidate_reward"], -np.inf)
+        assert r[a] == r.max() > 0
+    if actions[-1] == stop:    # greedy stopped: no candidate gains (else the episode was truncated)
+        last = np.asarray(raw[-1]["candidate_reward"])[np.asarray(raw[-1]["action_mask"][:stop]) > 0]
+        assert last.size == 0 or last.max() <= 0
+    obs = stack_observations([task.graph_obs(r) for r in raw])
+    one = jax.tree_util.tree_map(lambda x: x[0], obs)
+    prior = make_agent("ppo", replace_path(cfg, {"controller.ppo.gain_prior": 50.0}).controller, False)
+    picks = prior.act(prior.init(jax.random.key(0), one), obs, jax.random.key(1), True)[0]
+    for o, p in zip(raw[:-1], picks[:-1]):
+        assert o["candidate_reward"][p] == np.max(np.where(np.asarray(o["action_mask"][:stop]) > 0,
+                                                           o["candidate_reward"], -np.inf))
+    agent = make_agent("ppo", cfg.controller, False)
+    state = agent.init(jax.random.key(0), one)
+    _, before = agent.clone(state, obs, np.asarray(actions), 0, 1e-2, batch=4)
+    _, after = agent.clone(state, obs, np.asarray(actions), 60, 1e-2, batch=4)
+    assert after["bc/loss"] < 0.5 * before["bc/loss"] and after["bc/accuracy"] > before["bc/accuracy"]
+    with pytest.raises(ValueError, match="--loop.bc_batch must be >= 1"):
+        agent.clone(state, obs, np.asarray(actions), 1, 1e-2, batch=0)
