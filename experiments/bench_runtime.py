@@ -52,7 +52,7 @@ def note_for(row: dict) -> str:
     if row["rewrites"] == 0:
         if row["verdict"] == "faster":
             return "no rewrite; the re-export alone runs faster than the source file"
-        return "no rewrite lowers this cost model by more than its resolution"
+        return "no rewrite predicted to gain more than --min-gain (default: the resolution)"
     if row["verdict"] == "slower":
         return "slower: the cost model mispredicts these rewrites"
     if row["verdict"] == "same":
