@@ -2,7 +2,7 @@
 
     python -m experiments.bench_runtime [--graphs all|a,b|none] [--zoo all|a,b|none]
         [--costs ort-cpu,v100] [--rounds 30] [--threads 1] [--max-steps N] [--min-gain F]
-        [--workdir DIR]
+        [--guard] [--workdir DIR]
 
 For every built-in graph and every PyTorch-exported zoo model (``torch_zoo``, dynamo
 exporter, opset 18; skipped without the torch extra), and for each cost model in
@@ -14,11 +14,19 @@ with a second session of the original as a noise control
 (:func:`~systems_envs.graph.measure.compare_models`). The original is the unchanged
 export of a built-in graph, or the file PyTorch wrote for a zoo model.
 
+``--guard`` reports what ``optimize --verify`` writes instead of greedy's raw result: a
+first comparison chooses (:func:`~systems_envs.graph.measure.keep_if_faster`: the optimised
+model if faster beyond noise, else the original: the unchanged export of a built-in graph,
+PyTorch's file for a zoo model), and a second, independent comparison of the chosen model
+against the original gives the row's figures, so that the noise which picked a winner does
+not also inflate its reported speed-up. Rows gain ``written`` (optimized / original) and
+the choosing comparison's ``select_speedup`` and ``select_verdict``.
+
 Each row: model, cost model, ops, rewrites (the most frequent rule), claimed cost
 reduction, measured ms before/after, speed-up with its spread, the noise control, the
 runs per round of which the fastest counts (``inner``: more for sub-millisecond models), the
-verdict (faster / same / slower beyond noise) and a note saying why nothing was gained
-where nothing was. Prints the machine, a markdown table and a summary per cost model
+greedy search's seconds (``search_s``), the verdict (faster / same / slower beyond noise)
+and a note saying why nothing was gained where nothing was. Prints the machine, a markdown table and a summary per cost model
 (models measurably slower; models at least 5% faster); the last stdout line is JSON
 ``{"machine", "rows", "errors", "summary"}`` (a model whose optimised export onnxruntime
 rejects is an error row, not a crash).
@@ -38,10 +46,13 @@ from experiments._cli import run_main
 
 def note_for(row: dict) -> str:
     """Why a row gained what it gained, in a few words."""
+    if row.get("written") == "original":
+        return (f"original written: not faster when chosen (x{row['select_speedup']:.3f}, "
+                f"{row['select_verdict']})")
     if row["rewrites"] == 0:
         if row["verdict"] == "faster":
             return "no rewrite; the re-export alone runs faster than the source file"
-        return "no rewrite lowers this cost model by more than its resolution"
+        return "no rewrite predicted to gain more than --min-gain (default: the resolution)"
     if row["verdict"] == "slower":
         return "slower: the cost model mispredicts these rewrites"
     if row["verdict"] == "same":
@@ -66,9 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--min-gain", type=float, default=None,
                    help="greedy: smallest predicted gain taken, a fraction of the cost "
                         "(default: the cost model's resolution)")
+    p.add_argument("--guard", action="store_true",
+                   help="report what optimize --verify writes: the optimised model only if a first "
+                        "comparison finds it faster, timed again against the original")
     p.add_argument("--workdir", default=None, help="folder for the exported zoo models (default: a temp folder)")
     args = p.parse_args(argv)
-    from systems_envs.graph.measure import compare_models, cpu_model, export_for_timing
+    from systems_envs.graph.measure import compare_models, cpu_model, export_for_timing, keep_if_faster
     from systems_envs.graph.models import BUILTIN_GRAPHS
     from systems_envs.rewrite.ruleset import default_rules
     from systems_envs.rewrite.search import greedy
@@ -96,7 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 res = greedy(m.graph, rules, cm, max_steps=args.max_steps,
                              min_gain=args.min_gain)
-                cmp = compare_models(m.original, export_for_timing(res.graph), threads=args.threads, rounds=args.rounds)
+                optimised = export_for_timing(res.graph)
+                timing = {"threads": args.threads, "rounds": args.rounds}
+                if args.guard:
+                    written, chose = keep_if_faster(m.original, optimised, **timing)
+                    cmp = compare_models(m.original, optimised if written == "optimized" else m.original, **timing)
+                else:
+                    cmp = compare_models(m.original, optimised, **timing)
             except Exception as e:  # noqa: BLE001 - reported per model (type and message), the benchmark goes on
                 first = str(e).splitlines()[0] if str(e) else ""
                 row = {"model": m.name, "cost": c, "error": f"{type(e).__name__}: {first}"}
@@ -109,7 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "claimed": round(res.reduction, 4), "ms_before": round(cmp.before_ms, 3),
                    "ms_after": round(cmp.after_ms, 3), "speedup": round(cmp.speedup, 3),
                    "spread": round(cmp.spread, 3), "noise": round(cmp.noise, 3), "inner": cmp.inner,
-                   "verdict": cmp.verdict}
+                   "verdict": cmp.verdict, "search_s": round(res.seconds, 1)}
+            if args.guard:
+                row.update(written=written, select_speedup=round(chose.speedup, 3), select_verdict=chose.verdict)
             row["note"] = note_for(row)
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -118,8 +140,12 @@ def main(argv: list[str] | None = None) -> dict:
         rs = [r for r in rows if r["cost"] == c]
         summary[c] = {"models": len(rs), "slower": sum(r["verdict"] == "slower" for r in rs),
                       "faster_5pct": sum(r["verdict"] == "faster" and r["speedup"] >= 1.05 for r in rs)}
+        if args.guard:
+            summary[c]["written_optimized"] = sum(r["written"] == "optimized" for r in rs)
     cols = ["model", "cost", "ops", "rewrites", "top_rule", "claimed", "ms_before", "ms_after", "speedup", "spread",
             "noise", "verdict", "note"]
+    if args.guard:
+        cols[-1:-1] = ["select_speedup", "written"]
     print()
     print(f"Machine: {machine}; Python {platform.python_version()}")
     print("| " + " | ".join(cols) + " |")
@@ -128,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
         print("| " + " | ".join(f"{100 * r[k]:.1f}%" if k == "claimed" else str(r[k]) for k in cols) + " |")
     for c, s in summary.items():
         print(f"{c}: {s['models']} models, {s['slower']} measurably slower, "
-              f"{s['faster_5pct']} at least 5% faster beyond noise")
+              f"{s['faster_5pct']} at least 5% faster beyond noise"
+              + (f"; the optimised model written for {s['written_optimized']}" if args.guard else ""))
     for e in errors:
         print(f"{e['model']} ({e['cost']}): error: {e['error']}")
     out = {"machine": machine, "rows": rows, "errors": errors, "summary": summary}

@@ -214,27 +214,26 @@ def _report(args, graph, cost_model, ops_before, result, extra: dict) -> dict:
     optimised = export_onnx(result.graph)
     to_write = optimised
     if args.verify:
-        from systems_envs.graph.measure import compare_models
+        from systems_envs.graph.measure import keep_if_faster
 
         is_onnx = str(args.graph).lower().endswith(".onnx")
         original = Path(args.graph).read_bytes() if is_onnx else export_onnx(graph).SerializeToString()
         print(f"timing original and optimised in onnxruntime: {args.rounds} interleaved rounds, "
               f"{args.threads} thread(s), a second session of the original as noise control", flush=True)
-        cmp = compare_models(original, optimised, threads=args.threads, rounds=args.rounds, seed=args.seed)
+        written, cmp = keep_if_faster(original, optimised, args.write_optimized, threads=args.threads,
+                                      rounds=args.rounds, seed=args.seed)
         print(f"measured {cmp.before_ms:.3f} ms -> {cmp.after_ms:.3f} ms: speed-up x{cmp.speedup:.3f} "
               f"+- {cmp.spread:.3f} (noise control +- {cmp.noise:.3f}): {cmp.verdict}")
-        keep_original = cmp.verdict != "faster" and not args.write_optimized
         if cmp.verdict != "faster":
             print("the optimised model is not faster beyond noise"
-                  + ("; writing the original" if keep_original and args.out else ""))
-        if keep_original:
+                  + ("; writing the original" if written == "original" and args.out else ""))
+        if written == "original":
             import onnx
 
             to_write = onnx.load_from_string(original)
         summary.update(measured_ms_before=round(cmp.before_ms, 4), measured_ms_after=round(cmp.after_ms, 4),
                        measured_speedup=round(cmp.speedup, 4), measured_spread=round(cmp.spread, 4),
-                       measured_noise=round(cmp.noise, 4), verdict=cmp.verdict,
-                       written="original" if keep_original else "optimized")
+                       measured_noise=round(cmp.noise, 4), verdict=cmp.verdict, written=written)
     if args.out is not None:
         import onnx
 

@@ -19,7 +19,8 @@ onnxruntime version and the thread count; a corrupt cache file is rebuilt, never
   model (so a slow spell of the machine hits both), each round keeping the fastest of a
   few back-to-back runs, the median over rounds and a noise estimate (see :class:`Timing`).
 * :func:`compare_models`: an original and an optimised model side by side, interleaved
-  rounds with a second session of the original as a noise control (see :class:`Comparison`).
+  rounds with a second session of the original as a noise control (see :class:`Comparison`);
+  :func:`keep_if_faster`: which of the two to write, the optimised model only if faster.
 """
 from __future__ import annotations
 
@@ -470,3 +471,16 @@ def compare_models(original, optimised, threads: int = 1, warmup: int = 5, round
     noise = abs(float(np.median(control)) - 1.0) + _rel_half_iqr(control) * float(np.median(control))
     return Comparison(float(np.median(t[:, [0, 2]])), float(np.median(t[:, 1])), float(np.median(ratio)),
                       _rel_half_iqr(ratio) * float(np.median(ratio)), noise, rounds, inner)
+
+
+def keep_if_faster(original, optimised, write_optimized: bool = False, **timing) -> tuple[str, Comparison]:
+    """Which model to write, ``"optimized"`` or ``"original"``, and the comparison it rests on.
+
+    Times ``original`` against ``optimised`` once (:func:`compare_models` with ``timing``,
+    e.g. ``threads``, ``rounds``, ``seed``) and keeps the original unless the optimised
+    model is faster beyond the noise; ``write_optimized`` takes the optimised model regardless.
+    The comparison that chose is biased towards the winner (its noise picked it): a figure
+    to report for the written model comes from a second, independent comparison.
+    """
+    cmp = compare_models(original, optimised, **timing)
+    return ("optimized" if cmp.verdict == "faster" or write_optimized else "original"), cmp

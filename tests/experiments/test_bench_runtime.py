@@ -34,3 +34,37 @@ def test_bad_flags():
         main(["--zoo", "none", "--costs", "e2e"])
     with pytest.raises(ValueError, match="--min-gain must be >= 0"):
         main(["--zoo", "none", "--min-gain", "-1"])
+
+
+@pytest.mark.parametrize("first_verdict", ["faster", "same", "slower"])
+def test_guard_writes_the_original_unless_the_first_timing_finds_it_faster(monkeypatch, first_verdict):
+    """--guard: a first comparison chooses the written model, a second one (of that model
+    against the original) is reported. The timings are replaced by fixed comparisons, so the
+    choice is deterministic; the search and export are real."""
+    import systems_envs.graph.measure as measure
+    from experiments.bench_runtime import main
+
+    speedup = {"faster": 1.2, "same": 1.0, "slower": 0.8}[first_verdict]
+    first = measure.Comparison(1.0, 1.0 / speedup, speedup, 0.01, 0.01, 3)
+    second = measure.Comparison(1.0, 0.99, 1.01, 0.02, 0.02, 3)
+    assert first.verdict == first_verdict and second.verdict == "same"
+    calls = []
+
+    def fake_compare(original, optimised, **timing):
+        calls.append((original, optimised))
+        return first if len(calls) == 1 else second
+
+    monkeypatch.setattr(measure, "compare_models", fake_compare)
+    out = main(["--graphs", "squeezenet", "--zoo", "none", "--costs", "v100", "--rounds", "3", "--guard"])
+    (row,) = out["rows"]
+    assert row["rewrites"] > 0 and len(calls) == 2
+    original = calls[0][0]
+    assert calls[1][0] is original and calls[0][1] is not original  # the search's result was timed first
+    if first_verdict == "faster":
+        assert row["written"] == "optimized" and calls[1][1] is calls[0][1]
+    else:
+        assert row["written"] == "original" and calls[1][1] is original
+        assert row["note"].startswith("original written")
+    assert (row["select_speedup"], row["select_verdict"]) == (round(speedup, 3), first_verdict)
+    assert (row["speedup"], row["verdict"]) == (1.01, "same")  # the second, independent timing
+    assert out["summary"]["v100"]["written_optimized"] == (first_verdict == "faster")

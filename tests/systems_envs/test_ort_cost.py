@@ -166,3 +166,15 @@ def test_compare_models_takes_the_fastest_of_more_runs_for_tiny_models():
     c = compare_models(model, model, rounds=3)
     assert c.inner >= 20  # a run of a few microseconds: the fastest of many runs per round
     assert compare_models(model, model, rounds=3, inner=4).inner == 4
+
+
+@pytest.mark.parametrize("speedup, force, written", [(1.2, False, "optimized"), (1.0, False, "original"),
+                                                     (0.8, False, "original"), (0.8, True, "optimized")])
+def test_keep_if_faster_writes_the_optimised_model_only_if_faster_or_forced(monkeypatch, speedup, force, written):
+    import systems_envs.graph.measure as measure
+
+    fixed = measure.Comparison(1.0, 1.0 / speedup, speedup, 0.01, 0.01, 3)
+    seen = {}
+    monkeypatch.setattr(measure, "compare_models", lambda a, b, **kw: seen.update(models=(a, b), **kw) or fixed)
+    assert measure.keep_if_faster("orig", "opt", force, rounds=7) == (written, fixed)
+    assert seen == {"models": ("orig", "opt"), "rounds": 7}  # the timing options reach compare_models
