@@ -16,9 +16,9 @@ its learned state is one pytree (checkpointed by the loop).
   `controllers.rollout.Transition` batch [T, B]
 - ``train_imagined(state, imagination, key, real_batch, n_real) -> (state, metrics)``:
   model-based updates, ``n_real`` of them on the (re-encoded) real batch
-- ``clone(state, obs_batch, actions, steps, lr) -> (state, metrics)``: behaviour cloning
-  (cross-entropy on demonstrated actions [N], full batch, Adam) as a warm start; only
-  agents with a policy distribution implement it
+- ``clone(state, obs_batch, actions, steps, lr, batch, seed) -> (state, metrics)``: behaviour
+  cloning (cross-entropy on demonstrated actions [N], Adam on minibatches of ``batch``) as a
+  warm start; only agents with a policy distribution implement it
 - ``train_on_episodes(state, run_episode, key) -> (state, metrics, steps, returns)``: for
   agents with ``trains_on_real_episodes`` (evolution: fitness = whole real episodes) in
   model-free mode; ``run_episode(action_fn, seed, instance=None) -> (return, steps)``

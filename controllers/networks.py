@@ -8,8 +8,9 @@ Output: ``logits`` float32 [A+1] (candidate rewrites then stop; NOT yet masked) 
 ``value`` float32 []. With ``gain_prior`` beta > 0 a candidate's logit is the network's score
 plus beta times its immediate reward on `candidate_reward_feature`'s unit scale (a fixed,
 not learned, term): before any training the policy is a softened greedy, and what training
-learns is when to deviate from greedy's ranking. An observation without candidate arrays (placement: ``action_mask``
-[A+1] with the stop slot never legal) gets its A action scores from the global embedding.
+learns is when to deviate from greedy's ranking. An observation without candidate arrays
+(placement: ``action_mask`` [A+1] with the stop slot never legal) gets its A action scores
+from the global embedding.
 """
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ Each row: model, cost model, ops, rewrites (the most frequent rule), claimed cos
 reduction, measured ms before/after, speed-up with its spread, the noise control, the
 runs per round of which the fastest counts (``inner``: more for sub-millisecond models), the
 greedy search's seconds (``search_s``), the verdict (faster / same / slower beyond noise)
-and a note saying why nothing was gained where nothing was. Prints the machine, a markdown table and a summary per cost model
-(models measurably slower; models at least 5% faster); the last stdout line is JSON
+and a note saying why nothing was gained where nothing was. Prints the machine, a markdown
+table and a summary per cost model (models measurably slower; models at least 5% faster); the last stdout line is JSON
 ``{"machine", "rows", "errors", "summary"}`` (a model whose optimised export onnxruntime
 rejects is an error row, not a crash).
 """

@@ -31,8 +31,8 @@ Observation (a dict; n ops, E op-to-op edges, D devices, K = number of op types)
   ``senders``, ``receivers`` [E] int64; ``edges`` [E, 1] float32 log1p(MB sent);
   ``action_mask`` [D] int8: actions whose devices have room for the current group: on
   each device the group's ops would go to, the resident weights of the ops already placed
-  there, plus the new weights, plus the bytes those ops read and write fit its capacity (a lower bound on the true peak, which
-  the simulator checks at the end); all ones if none has room. Any action is accepted; an
+  there, plus the new weights, plus the bytes those ops read and write fit its capacity (a
+  lower bound on the true peak, which the simulator checks at the end); all ones if none has room. Any action is accepted; an
   unmasked one that overflows memory shows up as out-of-memory at the end.
 """
 from __future__ import annotations
