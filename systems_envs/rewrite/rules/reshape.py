@@ -91,20 +91,31 @@ def _perms(src: tuple[int, ...], dst: tuple[int, ...] | None):
             yield p
 
 
-def _reshape_then_transpose(out: np.ndarray) -> tuple[Step, ...]:
-    """The one ``(reshape S, transpose p)`` that can give ``out`` if any does (checked by the caller).
+def _reshape_then_transpose(out: np.ndarray, x_shape: tuple[int, ...]) -> list[tuple[Step, ...]]:
+    """The ``(reshape S, transpose p)`` that can give ``out`` if any does (checked by the caller).
 
     Each non-unit output axis j steps through the flat input index by a stride; in a row-major
-    reshape the axes of S have decreasing strides, so S lists the output axes by decreasing
-    stride. A unit axis carries no data and goes right after the non-unit axis before it
-    (first when there is none), which keeps the transpose close to the identity."""
+    reshape the axes of S have decreasing strides, so S lists the non-unit output axes by
+    decreasing stride. Unit axes carry no data; where they go in S only changes how the pair
+    reads. First choice: at the positions the input has its unit axes, when it has as many
+    (S then only splits or merges the input's other axes: ViT's q/k/v keep the form the
+    exporter wrote, whose transposes onnxruntime folds into its MatMul). Second: each right
+    after the non-unit axis before it (first when there is none)."""
     y = out.shape
-    flat = out.reshape(-1)
-    first = int(flat[0])
+    first = int(out.reshape(-1)[0])
 
     def stride(j: int) -> int:
         return int(out[tuple(1 if k == j else 0 for k in range(len(y)))]) - first
 
+    units = [j for j, d in enumerate(y) if d == 1]
+    by_stride = sorted((j for j, d in enumerate(y) if d > 1), key=lambda j: -stride(j))
+    orders = []
+    x_units = [i for i, d in enumerate(x_shape) if d == 1]
+    if units and len(x_units) == len(units):
+        order = list(by_stride)
+        for i, j in zip(x_units, units):
+            order.insert(i, j)
+        orders.append(order)
     keys, prev = [], None
     for j, d in enumerate(y):
         if d > 1:
@@ -112,9 +123,9 @@ def _reshape_then_transpose(out: np.ndarray) -> tuple[Step, ...]:
             keys.append((-prev, 0, j))
         else:
             keys.append((-math.inf if prev is None else -prev, 1, j))
-    order = [j for *_, j in sorted(keys)]
-    shape = tuple(y[j] for j in order)
-    return (("reshape", shape), ("transpose", tuple(order.index(j) for j in range(len(y)))))
+    orders.append([j for *_, j in sorted(keys)])
+    return [(("reshape", tuple(y[j] for j in order)), ("transpose", tuple(order.index(j) for j in range(len(y)))))
+            for order in orders]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -136,7 +147,7 @@ def shortest_layout(x_shape: tuple[int, ...], steps: tuple[Step, ...]) -> tuple[
             return
         if len(y) == len(x_shape):
             yield from ((("transpose", p),) for p in _perms(x_shape, y))
-        yield _reshape_then_transpose(out)
+        yield from _reshape_then_transpose(out, x_shape)
         for p in _perms(x_shape, None):
             if p != tuple(range(len(p))):
                 yield (("transpose", p), ("reshape", y))

@@ -714,6 +714,15 @@ def test_layout_chain_collapses_gpt2_key():
     assert g.op_counts()["reshape"] == 1 and g.op_counts()["transpose"] == 1
 
 
+def test_layout_chain_keeps_the_input_unit_axes():
+    """ViT's query (17, 1, 32) -> (1, 2, 17, 16): the reshape keeps the input's unit axis where it is,
+    the form whose transpose onnxruntime folds into its MatMul."""
+    from systems_envs.rewrite.rules.reshape import shortest_layout
+
+    steps = (("reshape", (17, 2, 16)), ("transpose", (1, 0, 2)), ("reshape", (1, 2, 17, 16)))
+    assert shortest_layout((17, 1, 32), steps) == (("reshape", (17, 1, 2, 16)), ("transpose", (1, 2, 0, 3)))
+
+
 def test_shortest_layout_on_random_chains():
     """Whatever ``shortest_layout`` returns moves random data exactly as the chain does, and is shorter."""
     from systems_envs.rewrite.rules.reshape import shortest_layout
