@@ -602,6 +602,70 @@ negative("linear_through_reshape")(_lin_reshape(extra_use=True))  # the 2-D resu
 negative("linear_through_reshape")(_lin_reshape((6, 4), (6, 4), back=(6, 5)))  # nothing to flatten
 
 
+@case("linear_through_reshape")
+def mlp_through_reshape():
+    """GPT-2's MLP once the reshapes between its layers are gone: reshape, linear, GELU, linear, reshape."""
+    g = Graph("mlp")
+    f = g.add("reshape", [g.input("x", (1, 4, 3))], shape=(4, 3))
+    h = g.add("gelu_tanh", [g.add("linear", [f, g.weight("w1", (3, 6)), g.weight("b1", (6,))])])
+    y = g.add("linear", [h, g.weight("w2", (6, 3)), g.weight("b2", (3,))])
+    g.set_outputs([g.add("reshape", [y], shape=(1, 4, 3))])
+    return g
+
+
+@negative("linear_through_reshape")
+def mlp_hidden_used_elsewhere():
+    g = mlp_through_reshape()
+    gelu = next(n.id for n in g.nodes.values() if n.op == "gelu_tanh")
+    g.set_outputs([*g.outputs, (gelu, 0)])
+    return g
+
+
+@negative("linear_through_reshape")
+def unary_only_through_reshape():
+    g = Graph("unary_reshape")
+    f = g.add("reshape", [g.input("x", (1, 4, 3))], shape=(4, 3))
+    g.set_outputs([g.add("reshape", [g.add("relu", [f])], shape=(1, 4, 3))])
+    return g
+
+
+def _layout(x_shape, steps, extra_use=None, then_relu=True):
+    """``x`` through the layout ``steps`` (("reshape", shape) / ("transpose", perm)); node ``extra_use``
+    of the chain (an index) is also a graph output."""
+    def build():
+        g = Graph("layout")
+        ref, ids = g.input("x", x_shape), []
+        for op, arg in steps:
+            ref = g.add(op, [ref], **({"shape": arg} if op == "reshape" else {"perm": arg}))
+            ids.append(ref)
+        outs = [g.add("relu", [ref]) if then_relu else ref]
+        g.set_outputs(outs + ([ids[extra_use]] if extra_use is not None else []))
+        return g
+    return build
+
+
+GPT2_KEY = (("reshape", (1, 8, 2, 16)), ("transpose", (0, 2, 1, 3)), ("reshape", (2, 8, 16)),
+            ("transpose", (0, 2, 1)), ("reshape", (1, 2, 16, 8)))
+SHUFFLE = (("reshape", (1, 2, 3, 2, 2)), ("transpose", (0, 2, 1, 3, 4)), ("reshape", (1, 6, 2, 2)))
+
+case("collapse_layout_chain")(_layout((1, 8, 32), GPT2_KEY))  # -> reshape + transpose (0, 2, 3, 1)
+case("collapse_layout_chain")(_layout((1, 8, 32), GPT2_KEY, then_relu=False))  # the chain's end is an output
+case("collapse_layout_chain")(_layout((1, 8, 32), GPT2_KEY, extra_use=1))  # the tail still collapses
+case("collapse_layout_chain")(_layout((2, 3, 4), (("reshape", (6, 4)), ("reshape", (2, 3, 4)))))  # identity
+case("collapse_layout_chain")(_layout((2, 3, 4), (("transpose", (1, 0, 2)), ("reshape", (3, 8)),
+                                                  ("reshape", (24,)))))  # -> transpose + reshape
+case("collapse_layout_chain")(_layout((2, 3, 4), (("reshape", (2, 3, 4)),)))  # a no-op reshape
+case("collapse_layout_chain")(_layout((17, 1, 96), (("reshape", (17, 1, 3, 32)), ("reshape", (1, 17, 1, 3, 32)),
+                                                    ("transpose", (3, 1, 2, 0, 4)),
+                                                    ("reshape", (3, 17, 1, 32)))))  # ViT's q/k/v split
+negative("collapse_layout_chain")(_layout((1, 6, 2, 2), SHUFFLE))  # a channel shuffle is no shorter
+negative("collapse_layout_chain")(_layout((2, 3, 4), (("reshape", (6, 4)), ("reshape", (4, 6))),
+                                          extra_use=0))  # the intermediate is used elsewhere
+negative("collapse_layout_chain")(_layout((2, 3, 4), (("transpose", (1, 0, 2)),
+                                                      ("transpose", (0, 2, 1)))))  # transpose_compose's
+negative("collapse_layout_chain")(_layout((2, 3, 4), (("reshape", (6, 4)), ("transpose", (1, 0)))))  # minimal
+
+
 # ----------------------------------------------------------------------------- tests
 
 POSITIVE = [(name, fn) for name, fns in CASES.items() for fn in fns]
@@ -636,6 +700,60 @@ def test_rule_does_not_match(name, build):
 def test_group_conv_all_divisors():
     g = group_conv()
     assert sorted(m.data for m in all_matches(RULES["merge_group_conv"], g)) == [2, 4]
+
+
+def test_layout_chain_collapses_gpt2_key():
+    """GPT-2's key chain (5 layout ops) becomes one reshape and one transpose at its last node."""
+    g = _layout((1, 8, 32), GPT2_KEY)()
+    rule = RULES["collapse_layout_chain"]
+    last = max(n.id for n in g.nodes.values() if n.op == "reshape")
+    (m,) = rule.match_at(g, last)
+    assert len(m.nodes) == 5 and m.data == (("reshape", (1, 8, 2, 16)), ("transpose", (0, 2, 3, 1)))
+    rule.apply(g, m)
+    g.prune()
+    assert g.op_counts()["reshape"] == 1 and g.op_counts()["transpose"] == 1
+
+
+def test_layout_chain_keeps_the_input_unit_axes():
+    """ViT's query (17, 1, 32) -> (1, 2, 17, 16): the reshape keeps the input's unit axis where it is,
+    the form whose transpose onnxruntime folds into its MatMul."""
+    from systems_envs.rewrite.rules.reshape import shortest_layout
+
+    steps = (("reshape", (17, 2, 16)), ("transpose", (1, 0, 2)), ("reshape", (1, 2, 17, 16)))
+    assert shortest_layout((17, 1, 32), steps) == (("reshape", (17, 1, 2, 16)), ("transpose", (1, 2, 0, 3)))
+
+
+def test_shortest_layout_on_random_chains():
+    """Whatever ``shortest_layout`` returns moves random data exactly as the chain does, and is shorter."""
+    from systems_envs.rewrite.rules.reshape import shortest_layout
+
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(300):
+        dims = [int(d) for d in rng.choice([1, 2, 3, 4], size=rng.integers(2, 5))]
+        x = rng.standard_normal(dims)
+        y, steps = x, []
+        for _ in range(rng.integers(2, 5)):
+            if rng.random() < 0.5:
+                p = tuple(int(i) for i in rng.permutation(y.ndim))
+                y, step = np.transpose(y, p), ("transpose", p)
+            else:
+                flat = [d for d in y.shape if d > 1] or [1]
+                shape = tuple(int(d) for d in rng.permutation(flat))
+                if rng.random() < 0.5:
+                    shape = (1,) + shape
+                y, step = y.reshape(shape), ("reshape", shape)
+            steps.append(step)
+        plan = shortest_layout(tuple(dims), tuple(steps))
+        if plan is None:
+            continue
+        found += 1
+        assert len(plan) < len(steps)
+        z = x
+        for op, arg in plan:
+            z = z.reshape(arg) if op == "reshape" else np.transpose(z, arg)
+        assert z.shape == y.shape and np.array_equal(z, y)
+    assert found > 50
 
 
 def test_transpose_pair_cancels():
