@@ -157,7 +157,8 @@ class RouteModel:
             weight = np.where(np.bincount(net_of[out], minlength=n) > 0, 0.0, weight)
             cell_r, cell_c = np.clip(cell_r, 0, rows - 1), np.clip(cell_c, 0, cols - 1)
         cell = cell_r * cols + cell_c
-        ukey = np.unique(net_of * g.num_cells + cell)
+        ukey = np.sort(net_of * g.num_cells + cell)
+        ukey = ukey[np.concatenate(([True], ukey[1:] != ukey[:-1]))]    # np.unique, without its overhead
         unet, ucell = ukey // g.num_cells, ukey % g.num_cells
         k = np.bincount(unet, minlength=n)
         src = cell[ptr[:-1]]
@@ -265,6 +266,7 @@ class PlacementCost:
         self._obj_area, self._obj_bh, self._obj_bv = self._macro_maps(self.macros)
         self.density_area = self._obj_area.sum(0)
         self.block_h, self.block_v = self._obj_bh.sum(0), self._obj_bv.sum(0)
+        self._undo = None
 
     def _pin_xy(self, pins: np.ndarray):
         nl, pl = self.nl, self.pl
@@ -373,6 +375,14 @@ class PlacementCost:
     def _apply(self, objs: tuple, x, y, orient) -> None:
         pins, nets, ptr, entries = self._sub(objs)
         oa = np.array(objs)
+        rows = self._macro_row[oa]
+        rows = rows[rows >= 0]
+        hard = bool(self.is_hard[oa].any())
+        # what this move overwrites, so that undo() restores it exactly
+        self._undo = (oa, self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa], pins, self.pin_x[pins],
+                      self.pin_y[pins], self.pin_r[pins], self.pin_c[pins], nets, self.net_hpwl[nets],
+                      self.route_h, self.route_v, rows, self._obj_area[rows], self.density_area,
+                      (self._obj_bh[rows], self._obj_bv[rows], self.block_h, self.block_v) if hard else None)
         old_r, old_c = self.pin_r[entries], self.pin_c[entries]
         self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, orient
         self.pin_x[pins], self.pin_y[pins] = self._pin_xy(pins)
@@ -380,21 +390,45 @@ class PlacementCost:
         self.net_hpwl[nets] = self._hpwl(ptr, entries)
         new_r, new_c = self.pin_r[entries], self.pin_c[entries]
         if not (np.array_equal(old_r, new_r) and np.array_equal(old_c, new_c)):
-            # old routes with weight -w and new ones with +w, in one pass
+            # old routes with weight -w and new ones with +w, in one pass (new arrays: undo keeps the old)
             w = self.route_weight[nets]
             both = np.concatenate([ptr, ptr[1:] + ptr[-1]])
             dh, dv = self.routes.usage(both, np.concatenate([old_r, new_r]), np.concatenate([old_c, new_c]),
                                        np.concatenate([-w, w]))
-            self.route_h += dh
-            self.route_v += dv
-        rows = self._macro_row[oa]
-        rows = rows[rows >= 0]
-        if len(rows):
+            self.route_h = self.route_h + dh
+            self.route_v = self.route_v + dv
+        if len(rows) and hard:
             area, bh, bv = self._macro_maps(self.macros[rows])
-            self.density_area += (area - self._obj_area[rows]).sum(0)
-            self.block_h += (bh - self._obj_bh[rows]).sum(0)
-            self.block_v += (bv - self._obj_bv[rows]).sum(0)
-            self._obj_area[rows], self._obj_bh[rows], self._obj_bv[rows] = area, bh, bv
+            self.block_h = self.block_h + (bh - self._obj_bh[rows]).sum(0)
+            self.block_v = self.block_v + (bv - self._obj_bv[rows]).sum(0)
+            self._obj_bh[rows], self._obj_bv[rows] = bh, bv
+        elif len(rows):   # soft macros only: no routing blockage, only their density
+            area = self._areas(self.macros[rows])
+        if len(rows):
+            self.density_area = self.density_area + (area - self._obj_area[rows]).sum(0)
+            self._obj_area[rows] = area
+
+    def undo(self) -> None:
+        """Restore every cache to its state before the last move / swap / flip (exactly, not
+        by moving back); only one step back."""
+        if self._undo is None:
+            raise RuntimeError("PlacementCost.undo: no move to undo (one step back at most)")
+        (oa, x, y, o, pins, px, py, pr, pcol, nets, hpwl, self.route_h, self.route_v, rows, area,
+         self.density_area, blk) = self._undo
+        self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, o
+        self.pin_x[pins], self.pin_y[pins], self.pin_r[pins], self.pin_c[pins] = px, py, pr, pcol
+        self.net_hpwl[nets] = hpwl
+        self._obj_area[rows] = area
+        if blk is not None:
+            self._obj_bh[rows], self._obj_bv[rows], self.block_h, self.block_v = blk
+        self._undo = None
+
+    def _areas(self, objs: np.ndarray) -> np.ndarray:
+        """Overlap area [len(objs), rows, cols] of each object with each cell (density only)."""
+        x0, x1, y0, y1 = self._boxes(objs)
+        ox, _ = self.grid.overlaps(x0, x1, "x")
+        oy, _ = self.grid.overlaps(y0, y1, "y")
+        return np.maximum(oy, 0)[:, :, None] * np.maximum(ox, 0)[:, None, :]
 
     def move(self, obj: int, x: float, y: float) -> None:
         """Move object ``obj``'s centre to (x, y) microns."""
