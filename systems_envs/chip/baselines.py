@@ -274,9 +274,16 @@ class AnnealChain:
                 d = rng.integers(4)
                 x = pl.x[m] + (gw, -gw, 0, 0)[d]
                 y = pl.y[m] + (0, 0, gh, -gh)[d]
-            elif kind == "move":
-                x = rng.uniform(hw[m] / 2, hdr.width - hw[m] / 2)
-                y = rng.uniform(hh[m] / 2, hdr.height - hh[m] / 2)
+            elif kind == "move":   # anywhere it fits the canvas (and the region)
+                lx, hx, ly, hy = hw[m] / 2, hdr.width - hw[m] / 2, hh[m] / 2, hdr.height - hh[m] / 2
+                if self.region is not None:
+                    axis, lo, hi = self.region
+                    if axis == 0:
+                        lx, hx = max(lx, lo + hw[m] / 2), min(hx, hi - hw[m] / 2)
+                    else:
+                        ly, hy = max(ly, lo + hh[m] / 2), min(hy, hi - hh[m] / 2)
+                x = rng.uniform(lx, hx)
+                y = rng.uniform(ly, hy)
             else:   # nudge: off-grid step of a quarter cell (sigma), to straddle cell borders
                 x = pl.x[m] + rng.normal(0, gw / 4)
                 y = pl.y[m] + rng.normal(0, gh / 4)
