@@ -108,6 +108,8 @@ class Grid:
         self.width, self.height = float(header.width), float(header.height)
         self.gw, self.gh = self.width / self.cols, self.height / self.rows
         self.num_cells = self.cols * self.rows
+        self._edges = {"x": np.arange(self.cols + 1) * self.gw, "y": np.arange(self.rows + 1) * self.gh}
+        self._idx = {"x": np.arange(self.cols)[None, :], "y": np.arange(self.rows)[None, :]}
 
     def cell_rc(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, col) = (floor(y / gh), floor(x / gw)) of points, possibly outside the grid;
@@ -122,13 +124,13 @@ class Grid:
         """Overlap lengths [M, n] of intervals [lo, hi) with the columns (axis 'x') or rows
         ('y'), restricted to circuit_training's clamped cell range, and that range [M, 2]."""
         g, n = (self.gw, self.cols) if axis == "x" else (self.gh, self.rows)
-        edges = np.arange(n + 1) * g
+        edges = self._edges[axis]
         ov = np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1])
         first = np.floor(lo / g).astype(np.int64)
         last = np.floor(hi / g).astype(np.int64)
         skip = last < 0
         first, last = np.maximum(first, 0), np.minimum(last, n - 1)
-        idx = np.arange(n)[None, :]
+        idx = self._idx[axis]
         inside = (idx >= first[:, None]) & (idx <= last[:, None]) & ~skip[:, None]
         return np.where(inside, ov, 0.0), np.stack([first, last, skip], 1)
 
@@ -179,9 +181,8 @@ class RouteModel:
             c3 = ucell[starts[:, None] + np.arange(3)[None, :]]
             w3 = weight[three]
             R, C = c3 // cols, c3 % cols
-            o = np.argsort(C * rows + R, axis=1)
-            y = np.take_along_axis(R, o, 1)
-            x = np.take_along_axis(C, o, 1)
+            key = np.sort(C * rows + R, axis=1)     # sorted by (column, row)
+            x, y = key // rows, key % rows
             x1, x2, x3, y1, y2, y3 = x[:, 0], x[:, 1], x[:, 2], y[:, 0], y[:, 1], y[:, 2]
             case_l = (x1 < x2) & (x2 < x3) & (np.minimum(y1, y3) < y2) & (np.maximum(y1, y3) > y2)
             case_b = ~case_l & (x2 == x3) & (x1 < x2) & (y1 < np.minimum(y2, y3))
@@ -261,6 +262,7 @@ class PlacementCost:
         self.pin_x, self.pin_y = self._pin_xy(np.arange(len(nl.pin_obj)))
         self.pin_r, self.pin_c = self.grid.cell_rc(self.pin_x, self.pin_y)
         self.net_hpwl = self._hpwl(nl.net_ptr, nl.net_pins)
+        self._wl = float((nl.net_weight * self.net_hpwl).sum())
         self.route_h, self.route_v = self.routes.usage(nl.net_ptr, self.pin_r[nl.net_pins], self.pin_c[nl.net_pins],
                                                        self.route_weight)
         self._obj_area, self._obj_bh, self._obj_bv = self._macro_maps(self.macros)
@@ -337,8 +339,8 @@ class PlacementCost:
         return self.density_area / (self.grid.gw * self.grid.gh)
 
     def wirelength(self) -> float:
-        """Weighted HPWL, microns."""
-        return float((self.nl.net_weight * self.net_hpwl).sum())
+        """Weighted HPWL, microns (a running sum under moves)."""
+        return self._wl
 
     def costs(self) -> CostBreakdown:
         wl = self.wirelength()
@@ -381,17 +383,27 @@ class PlacementCost:
         # what this move overwrites, so that undo() restores it exactly
         self._undo = (oa, self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa], pins, self.pin_x[pins],
                       self.pin_y[pins], self.pin_r[pins], self.pin_c[pins], nets, self.net_hpwl[nets],
-                      self.route_h, self.route_v, rows, self._obj_area[rows], self.density_area,
+                      self._wl, self.route_h, self.route_v, rows, self._obj_area[rows], self.density_area,
                       (self._obj_bh[rows], self._obj_bv[rows], self.block_h, self.block_v) if hard else None)
         old_r, old_c = self.pin_r[entries], self.pin_c[entries]
         self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, orient
         self.pin_x[pins], self.pin_y[pins] = self._pin_xy(pins)
         self.pin_r[pins], self.pin_c[pins] = self.grid.cell_rc(self.pin_x[pins], self.pin_y[pins])
-        self.net_hpwl[nets] = self._hpwl(ptr, entries)
+        hpwl = self._hpwl(ptr, entries)
+        self._wl += float(self.nl.net_weight[nets] @ (hpwl - self.net_hpwl[nets]))
+        self.net_hpwl[nets] = hpwl
         new_r, new_c = self.pin_r[entries], self.pin_c[entries]
-        if not (np.array_equal(old_r, new_r) and np.array_equal(old_c, new_c)):
-            # old routes with weight -w and new ones with +w, in one pass (new arrays: undo keeps the old)
+        changed = (old_r != new_r) | (old_c != new_c)
+        if changed.any():
+            # re-route only the nets with a pin in a new cell: old routes with weight -w and new
+            # ones with +w, in one pass (new arrays: undo keeps the old)
+            moved = np.logical_or.reduceat(changed, ptr[:-1])
             w = self.route_weight[nets]
+            if not moved.all():
+                keep = np.repeat(moved, np.diff(ptr))
+                old_r, old_c, new_r, new_c = old_r[keep], old_c[keep], new_r[keep], new_c[keep]
+                w = w[moved]
+                ptr = np.concatenate([[0], np.cumsum(np.diff(ptr)[moved])])
             both = np.concatenate([ptr, ptr[1:] + ptr[-1]])
             dh, dv = self.routes.usage(both, np.concatenate([old_r, new_r]), np.concatenate([old_c, new_c]),
                                        np.concatenate([-w, w]))
@@ -413,7 +425,7 @@ class PlacementCost:
         by moving back); only one step back."""
         if self._undo is None:
             raise RuntimeError("PlacementCost.undo: no move to undo (one step back at most)")
-        (oa, x, y, o, pins, px, py, pr, pcol, nets, hpwl, self.route_h, self.route_v, rows, area,
+        (oa, x, y, o, pins, px, py, pr, pcol, nets, hpwl, self._wl, self.route_h, self.route_v, rows, area,
          self.density_area, blk) = self._undo
         self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, o
         self.pin_x[pins], self.pin_y[pins], self.pin_r[pins], self.pin_c[pins] = px, py, pr, pcol
