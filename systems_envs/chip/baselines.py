@@ -165,8 +165,8 @@ class AnnealChain:
     (module docstring) over an incrementally kept :class:`PlacementCost`.
 
     By default every hard and soft macro may move anywhere in the canvas;
-    :meth:`restrict` limits the moves to given macros inside a strip of the canvas (the
-    parallel annealer gives each worker its own strip). ``cur`` is the chain's current
+    :meth:`restrict` limits the moves to given macros, soft ones to a strip of the canvas
+    (the parallel annealer's workers). ``cur`` is the chain's current
     proxy cost; ``tried`` / ``taken`` count proposals / acceptances per move kind.
     """
 
@@ -193,8 +193,8 @@ class AnnealChain:
 
     def restrict(self, hard: np.ndarray, soft: np.ndarray, region: tuple | None) -> None:
         """Move only the macros ``hard`` and ``soft``; ``region`` = (axis 0 for x or 1 for
-        y, lo, hi) microns: a moved hard macro must lie wholly within [lo, hi] along that
-        axis, a moved soft macro's centre is clipped into it (None: the whole canvas)."""
+        y, lo, hi) microns: a moved soft macro's centre is clipped into [lo, hi] along that
+        axis (None: the whole canvas)."""
         self.hard, self.soft, self.region = np.asarray(hard), np.asarray(soft), region
         probs = self.base_probs.copy()
         if len(self.soft) == 0:
@@ -226,8 +226,7 @@ class AnnealChain:
         self.hot_soft = self.soft[self.dens[sc] >= self.cutoff]
 
     def _legal_at(self, objs, xs, ys) -> bool:
-        """Whether hard macros ``objs`` at (xs, ys) fit the canvas (and the region) and overlap
-        no other hard macro."""
+        """Whether hard macros ``objs`` at (xs, ys) fit the canvas and overlap no other hard macro."""
         nl, pl, hdr = self.nl, self.pc.pl, self.header
         hard = nl.hard
         px, py = pl.x[hard], pl.y[hard]
@@ -237,11 +236,6 @@ class AnnealChain:
             w, h = nl.obj_width[o], nl.obj_height[o]
             if not (x - w / 2 >= 0 and x + w / 2 <= hdr.width and y - h / 2 >= 0 and y + h / 2 <= hdr.height):
                 return False
-            if self.region is not None:
-                axis, lo, hi = self.region
-                c, half = (x, w / 2) if axis == 0 else (y, h / 2)
-                if c - half < lo or c + half > hi:
-                    return False
             ov = (np.abs(x - px) < (w + pw) / 2) & (np.abs(y - py) < (h + ph) / 2)
             ov[mine] = False
             if ov.any():
@@ -274,16 +268,9 @@ class AnnealChain:
                 d = rng.integers(4)
                 x = pl.x[m] + (gw, -gw, 0, 0)[d]
                 y = pl.y[m] + (0, 0, gh, -gh)[d]
-            elif kind == "move":   # anywhere it fits the canvas (and the region)
-                lx, hx, ly, hy = hw[m] / 2, hdr.width - hw[m] / 2, hh[m] / 2, hdr.height - hh[m] / 2
-                if self.region is not None:
-                    axis, lo, hi = self.region
-                    if axis == 0:
-                        lx, hx = max(lx, lo + hw[m] / 2), min(hx, hi - hw[m] / 2)
-                    else:
-                        ly, hy = max(ly, lo + hh[m] / 2), min(hy, hi - hh[m] / 2)
-                x = rng.uniform(lx, hx)
-                y = rng.uniform(ly, hy)
+            elif kind == "move":
+                x = rng.uniform(hw[m] / 2, hdr.width - hw[m] / 2)
+                y = rng.uniform(hh[m] / 2, hdr.height - hh[m] / 2)
             else:   # nudge: off-grid step of a quarter cell (sigma), to straddle cell borders
                 x = pl.x[m] + rng.normal(0, gw / 4)
                 y = pl.y[m] + rng.normal(0, gh / 4)

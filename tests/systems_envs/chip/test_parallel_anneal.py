@@ -1,5 +1,5 @@
-"""Parallel (spatially decomposed) annealing: legal merged placements, exact reported cost,
-determinism under a proposal budget, the strip split."""
+"""Parallel annealing (hard / soft macro workers): legal merged placements, exact reported
+cost, determinism under a proposal budget, the assignment of macros to workers."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ from systems_envs.chip.baselines import greedy
 from systems_envs.chip.cost import evaluate
 from systems_envs.chip.generator import generate_netlist
 from systems_envs.chip.legality import is_legal
-from systems_envs.chip.parallel_anneal import anneal_parallel, balanced_cuts, split
+from systems_envs.chip.parallel_anneal import anneal_parallel, assign
 
 
 @pytest.fixture(scope="module")
@@ -36,31 +36,31 @@ def test_two_workers_legal_exact_and_better(start):
 
 def test_time_budget_and_force_directed_step(start):
     nl, header, pl = start
-    a = anneal_parallel(nl, header, pl, time_limit=0.6, epoch_seconds=0.2, fd_every=0.3, workers=3, seed=0)
+    a = anneal_parallel(nl, header, pl, time_limit=0.6, epoch_seconds=0.2, fd_every=0.3, workers=4, seed=0)
     assert is_legal(nl, header, a.placement) and a.costs == evaluate(nl, header, a.placement)
     assert a.costs.proxy_cost <= a.trace[0][1]
 
 
-def test_split_gives_disjoint_strips(start):
+def test_assign_gives_hard_to_one_worker_and_soft_strips(start):
     nl, header, pl = start
+    two = assign(nl, pl, 2, 0, np.array([]))
+    assert (two[0][0] == nl.hard).all() and len(two[0][1]) == 0 and two[0][2] is None
+    assert len(two[1][0]) == 0 and (two[1][1] == nl.soft).all() and two[1][2] is None
     for axis in (0, 1):
-        cuts = balanced_cuts(nl, pl, axis, np.array([0.3, 0.7]))
-        assert (np.diff(cuts) >= 0).all()
-        parts = split(nl, header, pl, 3, axis, cuts)
+        parts = assign(nl, pl, 4, axis, np.array([0.3, 0.7]))
+        assert (parts[0][0] == nl.hard).all() and all(len(h) == 0 for h, _, _ in parts[1:])
         soft = np.concatenate([s for _, s, _ in parts])
         assert sorted(soft) == sorted(nl.soft)              # every soft macro in exactly one strip
-        hard = np.concatenate([h for h, _, _ in parts])
-        assert len(set(hard)) == len(hard) and set(hard) <= set(nl.hard)
         pos = pl.x if axis == 0 else pl.y
-        ext = (nl.obj_width if axis == 0 else nl.obj_height) / 2
-        for h, _, (ax, lo, hi) in parts:
-            assert ax == axis and (pos[h] - ext[h] >= lo).all() and (pos[h] + ext[h] <= hi).all()
+        for _, s_, (ax, lo, hi) in parts[1:]:
+            assert ax == axis and (pos[s_] >= lo).all() and (pos[s_] <= hi).all()
+        assert abs(len(parts[1][1]) - 0.3 * len(nl.soft)) <= 2
 
 
 def test_bad_input(start):
     nl, header, pl = start
     with pytest.raises(ValueError, match="workers must be"):
-        anneal_parallel(nl, header, pl, max_moves=10, workers=0)
+        anneal_parallel(nl, header, pl, max_moves=10, workers=1)
     with pytest.raises(ValueError, match="needs 7 non-negative"):
         anneal_parallel(nl, header, pl, max_moves=10, move_probs=(1, 1))
     bad = pl.copy()
