@@ -204,6 +204,8 @@ class AnnealChain:
         if len(self.hard) == 0:
             probs[_HARD_MOVES] = 0.0
         self.probs = probs / probs.sum() if probs.sum() > 0 else None
+        # Generator.choice(p=probs)'s own draw: one uniform against the normalised cdf
+        self._cdf = None if self.probs is None else np.cumsum(self.probs) / np.cumsum(self.probs)[-1]
         self.hot_soft = self.soft[:0]
         self.dens, self.cutoff = np.zeros(self.rows * self.cols), np.inf
         self._refresh_hot()
@@ -253,7 +255,7 @@ class AnnealChain:
         hw, hh, gw, gh = nl.obj_width, nl.obj_height, self.gw, self.gh
         if self.n % self.hot_every == 0:
             self._refresh_hot()
-        ki = int(rng.choice(len(MOVES), p=self.probs))
+        ki = int(self._cdf.searchsorted(rng.random(), side="right"))
         kind = MOVES[ki]
         self.n += 1
         self.tried[ki] += 1

@@ -370,7 +370,7 @@ class PlacementCost:
             ptr = np.concatenate([[0], np.cumsum(lens)])
             entries = nl.net_pins[np.repeat(nl.net_ptr[nets] - ptr[:-1], lens) + np.arange(ptr[-1])]
             hit = (pins, nets, ptr, entries)
-            if len(self._sub_cache) < 4096:
+            if len(self._sub_cache) < 16384:   # every hard-macro pair of ariane133 (8,778) fits
                 self._sub_cache[objs] = hit
         return hit
 
@@ -414,7 +414,9 @@ class PlacementCost:
             self.block_h = self.block_h + (bh - self._obj_bh[rows]).sum(0)
             self.block_v = self.block_v + (bv - self._obj_bv[rows]).sum(0)
             self._obj_bh[rows], self._obj_bv[rows] = bh, bv
-        elif len(rows):   # soft macros only: no routing blockage, only their density
+        elif len(rows) == 1:   # one soft macro: no routing blockage, only its density
+            area = self._area_one(int(oa[0]))
+        elif len(rows):
             area = self._areas(self.macros[rows])
         if len(rows):
             self.density_area = self.density_area + (area - self._obj_area[rows]).sum(0)
@@ -434,6 +436,27 @@ class PlacementCost:
         if blk is not None:
             self._obj_bh[rows], self._obj_bv[rows], self.block_h, self.block_v = blk
         self._undo = None
+
+    def _area_one(self, obj: int) -> np.ndarray:
+        """:meth:`_areas` of one object [1, rows, cols], the same numbers, computed only over
+        its clamped cell range (scalar bounds instead of [1, n] masks)."""
+        g, nl, pl = self.grid, self.nl, self.pl
+        x, y, w, h = float(pl.x[obj]), float(pl.y[obj]), float(nl.obj_width[obj]), float(nl.obj_height[obj])
+        out = np.zeros((1, g.rows, g.cols))
+        spans = []
+        for lo, hi, step, n, edges in ((x - w / 2, x + w / 2, g.gw, g.cols, g._edges["x"]),
+                                       (y - h / 2, y + h / 2, g.gh, g.rows, g._edges["y"])):
+            first, last = int(np.floor(lo / step)), int(np.floor(hi / step))
+            if last < 0:
+                return out
+            first, last = max(first, 0), min(last, n - 1)
+            if first > last:
+                return out
+            ov = np.minimum(hi, edges[first + 1:last + 2]) - np.maximum(lo, edges[first:last + 1])
+            spans.append((first, last, np.maximum(ov, 0.0)))
+        (c0, c1, ox), (r0, r1, oy) = spans
+        out[0, r0:r1 + 1, c0:c1 + 1] = oy[:, None] * ox[None, :]
+        return out
 
     def _areas(self, objs: np.ndarray) -> np.ndarray:
         """Overlap area [len(objs), rows, cols] of each object with each cell (density only)."""

@@ -125,3 +125,16 @@ def test_undo_restores_every_cache_exactly(ariane):
     full = evaluate(nl, header, pc.pl)
     for k, v in full.as_dict().items():
         assert getattr(pc.costs(), k) == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+def test_single_macro_area_equals_vectorised(ariane):
+    nl, header, pl = ariane
+    pc = PlacementCost(nl, header, pl)
+    rng = np.random.default_rng(1)
+    gw = header.width / header.columns
+    for t in range(400):
+        o = int(rng.choice(nl.soft if t % 2 else nl.hard))
+        pc.pl.x[o], pc.pl.y[o] = rng.uniform(-100, header.width + 100), rng.uniform(-100, header.height + 100)
+        if t % 5 == 0:   # an edge on a cell border
+            pc.pl.x[o] = gw * rng.integers(0, header.columns + 1) - nl.obj_width[o] / 2
+        np.testing.assert_array_equal(pc._area_one(o), pc._areas(np.array([o])))
