@@ -2,7 +2,8 @@
 workers.
 
 :func:`anneal_parallel` runs ``workers`` processes (standard-library ``multiprocessing``,
-``fork`` start), each holding its own full copy of the placement and its incremental
+``spawn`` start: a forked child of a process with threads, such as JAX's, may deadlock),
+each holding its own full copy of the placement and its incremental
 :class:`~systems_envs.chip.cost.PlacementCost`. Time is cut into *epochs*; in each:
 
 * worker 0 moves the hard macros (swap, shift, move, flip, nudge) and nothing else, so
@@ -130,7 +131,7 @@ def anneal_parallel(nl: Netlist, header: PlcHeader, start: Placement, time_limit
     trace = [(0.0, best)]
     rng = np.random.default_rng(seed)
     seeds = np.random.SeedSequence(seed).spawn(workers)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")   # not fork: the caller may hold threads (JAX's)
     conns, procs = [], []
     for i in range(workers):
         parent, child = ctx.Pipe()
