@@ -198,7 +198,8 @@ def anneal_parallel(nl: Netlist, header: PlcHeader, start: Placement, time_limit
             if p.is_alive():
                 p.terminate()
     if not is_legal(nl, header, best_pl):
-        raise RuntimeError("anneal_parallel: the merged placement is not legal (a bug: only worker 0 moves hard macros)")
+        raise RuntimeError("anneal_parallel: the merged placement is not legal (a bug: only worker 0 moves hard"
+                           " macros)")
     final = PlacementCost(nl, header, best_pl, weights).costs()
     moves = {k: {"proposed": int(a), "accepted": int(b)} for k, a, b in zip(MOVES, tried, taken)}
     return PlacementResult(best_pl, final, time.perf_counter() - clock, trace + [(time.perf_counter() - clock, best)],
