@@ -33,7 +33,7 @@ and the clusters centred in it. On ariane133 (60,000 proposals per worker, no
 force-directed step, seeds 0-2) it reached 0.6596 / 0.6597 / 0.6578 where one chain
 reached 0.6631 / 0.6629 / 0.6656 with 60,000 proposals and 0.6497 / 0.6563 / 0.6504 with
 120,000: a quarter to a half of the gain of doubling the proposals. Hard / soft workers
-reached 0.6544 / 0.6559 (seeds 0, 1) on the same budget.
+reached 0.6544 / 0.6559 / 0.6562 on the same budget: 65%, 106% and 62% of that gain.
 
 Determinism: with ``max_moves`` (a proposal budget per worker; epochs of ``epoch_moves``
 proposals each; temperature from the proposal count) and ``fd_every=0`` the result
