@@ -380,6 +380,9 @@ class PlacementCost:
         rows = self._macro_row[oa]
         rows = rows[rows >= 0]
         hard = bool(self.is_hard[oa].any())
+        # a flip leaves the boxes where they are: density and blockage maps unchanged
+        if (self.pl.x[oa] == x).all() and (self.pl.y[oa] == y).all():
+            rows = rows[:0]
         # what this move overwrites, so that undo() restores it exactly
         self._undo = (oa, self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa], pins, self.pin_x[pins],
                       self.pin_y[pins], self.pin_r[pins], self.pin_c[pins], nets, self.net_hpwl[nets],
