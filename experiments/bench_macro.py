@@ -1,8 +1,8 @@
 """Macro-placement benchmark on ariane133: parser, cost evaluation, force-directed and
 baseline figures in one run.
 
-    python -m experiments.bench_macro [--anneal-seconds S] [--repeats R] [--moves M]
-                                      [--seed N] [--skip-protobuf]
+    python -m experiments.bench_macro [--anneal-seconds S] [--workers W] [--repeats R]
+                                      [--moves M] [--seed N] [--skip-protobuf]
 
 Measures: netlist parse time (hand parser, and protobuf ``text_format`` unless
 ``--skip-protobuf``); full proxy-cost evaluation (all caches rebuilt from the placement;
@@ -11,7 +11,9 @@ cost read back; median over ``--moves``); force-directed soft-macro placement (d
 schedule, from the canvas centre); then each baseline's proxy cost (weights 1, 0.5,
 0.5), split into wirelength / density / congestion, against its wall time: the shipped
 ``initial.plc`` as given, its legalised version, random legal, greedy, and annealing
-for ``--anneal-seconds`` from the legalised ``initial.plc``. Prints a markdown table; the
+for ``--anneal-seconds`` from the legalised ``initial.plc`` (on ``--workers`` processes:
+1 = :func:`~systems_envs.chip.baselines.anneal`, more = the spatially decomposed
+:func:`~systems_envs.chip.parallel_anneal.anneal_parallel`). Prints a markdown table; the
 1-minute load average is printed since timings depend on what else runs. The last stdout
 line is a JSON object with all figures.
 """
@@ -31,6 +33,7 @@ from systems_envs.chip.env import DATA_DIR
 from systems_envs.chip.force_directed import ForceDirected
 from systems_envs.chip.legality import is_legal, legalize
 from systems_envs.chip.netlist import read_netlist, read_netlist_protobuf
+from systems_envs.chip.parallel_anneal import anneal_parallel
 from systems_envs.chip.plc import read_plc
 
 
@@ -43,12 +46,13 @@ def _timed(fn):
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_macro", description=__doc__.splitlines()[0])
     p.add_argument("--anneal-seconds", type=float, default=120.0)
+    p.add_argument("--workers", type=int, default=1, help="annealing processes (1: the serial annealer)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--moves", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-protobuf", action="store_true", help="do not time the protobuf text_format reader")
     args = p.parse_args(argv)
-    for name in ("repeats", "moves"):
+    for name in ("workers", "repeats", "moves"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.anneal_seconds <= 0:
@@ -95,8 +99,13 @@ def main(argv: list[str] | None = None) -> dict:
     add("initial.plc legalised", baselines.initial(nl, header, legal), t_leg)
     add("random legal + FD", baselines.random_legal(nl, header, pl, seed=args.seed, fd=fd))
     add("greedy + FD", baselines.greedy(nl, header, pl, fd=fd))
-    ann = baselines.anneal(nl, header, legal, time_limit=args.anneal_seconds, seed=args.seed, fd=fd)
-    add(f"anneal {args.anneal_seconds:g} s from legalised", ann, ann.seconds + t_leg)
+    if args.workers == 1:
+        ann = baselines.anneal(nl, header, legal, time_limit=args.anneal_seconds, seed=args.seed, fd=fd)
+    else:
+        ann = anneal_parallel(nl, header, legal, time_limit=args.anneal_seconds, seed=args.seed,
+                              workers=args.workers, fd=fd)
+    workers = "" if args.workers == 1 else f", {args.workers} workers"
+    add(f"anneal {args.anneal_seconds:g} s from legalised{workers}", ann, ann.seconds + t_leg)
     load1 = os.getloadavg()[0]
 
     print(f"ariane133: {len(nl.hard)} hard, {len(nl.soft)} soft macros, {len(nl.ports)} ports, "
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
            "incremental_move_ms_p90": round(float(np.percentile(moves, 90)) * 1e3, 4),
            "force_directed_s": round(t_fd, 3), "baselines": rows,
            "anneal_trace": [[round(t, 1), round(v, 5)] for t, v in ann.trace[:: max(1, len(ann.trace) // 40)]],
-           "load_average": [round(load0, 2), round(load1, 2)], "seed": args.seed}
+           "anneal_moves": ann.moves, "load_average": [round(load0, 2), round(load1, 2)], "seed": args.seed,
+           "workers": args.workers}
     print(json.dumps(out))
     return out
 

@@ -1,8 +1,8 @@
 """Place the macros of a circuit_training netlist with one baseline, or evaluate a .plc.
 
     python -m experiments.macro_place NETLIST [--plc PLC] --method evaluate|random|greedy|anneal
-        [--weights 1,0.5,0.5] [--time-limit S] [--anneal-start plc|greedy] [--seed N]
-        [--out OUT.plc] [--plot OUT.png]
+        [--weights 1,0.5,0.5] [--time-limit S] [--anneal-start plc|greedy] [--workers W]
+        [--seed N] [--out OUT.plc] [--plot OUT.png]
 
 NETLIST is a ``.pb.txt`` / ``.pb.txt.gz`` file or a shipped name (``ariane133``, whose
 ``initial.plc`` is then the default ``--plc``). The ``.plc`` gives the canvas, grid and
@@ -10,7 +10,8 @@ routing settings (its header) and the starting placement. ``evaluate`` computes 
 of that placement as it is (no soft-macro re-placement); ``random`` and ``greedy`` place
 the hard macros on grid cells then the soft macros by force-directed placement;
 ``anneal`` runs simulated annealing for ``--time-limit`` seconds from the legalised
-``.plc`` placement (or the greedy one). The last stdout line is a JSON object with
+``.plc`` placement (or the greedy one), on ``--workers`` processes (1: the serial
+annealer; more: the spatially decomposed parallel one). The last stdout line is a JSON object with
 ``wirelength_cost``, ``density_cost``, ``congestion_cost``, ``proxy_cost``,
 ``wirelength`` (um), ``grid`` [cols, rows], ``num_hard_macros``, ``num_soft_macros``,
 ``legal``, ``seconds`` and the run's settings.
@@ -28,6 +29,7 @@ from systems_envs.chip.cost import PlacementCost
 from systems_envs.chip.env import SHIPPED, load_shipped
 from systems_envs.chip.legality import illegal_macros, legalize
 from systems_envs.chip.netlist import read_netlist
+from systems_envs.chip.parallel_anneal import anneal_parallel
 from systems_envs.chip.plc import read_plc, write_plc
 
 METHODS = ("evaluate", "random", "greedy", "anneal")
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--weights", default="1,0.5,0.5", help="wirelength,density,congestion weights")
     p.add_argument("--time-limit", type=float, default=60.0, help="annealing time budget, seconds")
     p.add_argument("--anneal-start", default="plc", choices=("plc", "greedy"), help="annealing start")
+    p.add_argument("--workers", type=int, default=1, help="annealing processes (1: the serial annealer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the placement as a .plc file")
     p.add_argument("--plot", help="draw the placement and its congestion map to a PNG")
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     weights = parse_weights(args.weights)
     if args.time_limit <= 0:
         raise ValueError(f"--time-limit must be > 0, got {args.time_limit}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     for flag, path, ext in (("--out", args.out, ".plc"), ("--plot", args.plot, ".png")):
         if path and os.path.dirname(path) and not os.path.isdir(os.path.dirname(path)):
             raise FileNotFoundError(f"{flag}: folder {os.path.dirname(path)!r} does not exist")
@@ -86,7 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         start = (legalize(nl, header, pl) if args.anneal_start == "plc"
                  else baselines.greedy(nl, header, pl, weights=weights).placement)
-        res = baselines.anneal(nl, header, start, time_limit=args.time_limit, seed=args.seed, weights=weights)
+        if args.workers == 1:
+            res = baselines.anneal(nl, header, start, time_limit=args.time_limit, seed=args.seed, weights=weights)
+        else:
+            res = anneal_parallel(nl, header, start, time_limit=args.time_limit, seed=args.seed, weights=weights,
+                                  workers=args.workers)
     seconds = time.perf_counter() - t0
     c = res.costs
     n_bad = len(illegal_macros(nl, header, res.placement))
@@ -98,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.method == "anneal":
         out["time_limit"] = args.time_limit
         out["anneal_start"] = args.anneal_start
+        out["workers"] = args.workers
         out["trace"] = [[round(t, 2), round(v, 6)] for t, v in res.trace[:: max(1, len(res.trace) // 50)]]
         out["moves"] = res.moves
     if args.out:

@@ -43,7 +43,7 @@ import numpy as np
 
 from systems_envs.chip.cost import TILOS_WEIGHTS, CostBreakdown, PlacementCost
 from systems_envs.chip.force_directed import ForceDirected
-from systems_envs.chip.legality import cell_centres, fits_canvas, is_legal, legal_cells, macro_order, overlaps_any
+from systems_envs.chip.legality import cell_centres, is_legal, legal_cells, macro_order
 from systems_envs.chip.netlist import HARD, Netlist
 from systems_envs.chip.plc import PlcHeader, Placement
 
@@ -156,6 +156,176 @@ def greedy(nl: Netlist, header: PlcHeader, pl: Placement, weights=TILOS_WEIGHTS,
 MOVES = ("swap", "shift", "move", "flip", "soft", "nudge", "soft_hot")
 #: default proposal mix, in the order of :data:`MOVES`
 DEFAULT_MOVE_PROBS = (0.1, 0.1, 0.05, 0.05, 0.4, 0.15, 0.15)
+_SOFT_MOVES = [MOVES.index("soft"), MOVES.index("soft_hot")]
+_HARD_MOVES = [MOVES.index(k) for k in ("shift", "move", "flip", "nudge")]
+
+
+class AnnealChain:
+    """One simulated-annealing chain: the proposals and Metropolis steps of :func:`anneal`
+    (module docstring) over an incrementally kept :class:`PlacementCost`.
+
+    By default every hard and soft macro may move anywhere in the canvas;
+    :meth:`restrict` limits the moves to given macros, soft ones to a strip of the canvas
+    (the parallel annealer's workers). ``cur`` is the chain's current
+    proxy cost; ``tried`` / ``taken`` count proposals / acceptances per move kind.
+    """
+
+    def __init__(self, nl: Netlist, header: PlcHeader, start: Placement, seed=0, weights=TILOS_WEIGHTS,
+                 move_probs=DEFAULT_MOVE_PROBS, hot_every: int = 100, hot_reach: int = 1):
+        probs = np.asarray(move_probs, float)
+        if len(probs) != len(MOVES) or (probs < 0).any() or probs.sum() <= 0:
+            raise ValueError(f"anneal: move_probs needs {len(MOVES)} non-negative probabilities {MOVES}, "
+                             f"got {move_probs}")
+        self.nl, self.header = nl, header
+        self.base_probs = probs
+        self.rng = np.random.default_rng(seed)
+        self.pc = PlacementCost(nl, header, start, weights)
+        self.cur = self.pc.costs().proxy_cost
+        self.hot_every, self.hot_reach = hot_every, hot_reach
+        self.cols, self.rows = header.columns, header.rows
+        self.gw, self.gh = header.width / self.cols, header.height / self.rows
+        self.k_hot = max(int(np.floor(0.1 * self.cols * self.rows)), 1)
+        self._hard_pos = np.full(nl.num_objects, -1)
+        self._hard_pos[nl.hard] = np.arange(len(nl.hard))
+        self.n = 0
+        self.tried, self.taken = np.zeros(len(MOVES), np.int64), np.zeros(len(MOVES), np.int64)
+        self.restrict(nl.hard, nl.soft, None)
+
+    def restrict(self, hard: np.ndarray, soft: np.ndarray, region: tuple | None) -> None:
+        """Move only the macros ``hard`` and ``soft``; ``region`` = (axis 0 for x or 1 for
+        y, lo, hi) microns: a moved soft macro's centre is clipped into [lo, hi] along that
+        axis (None: the whole canvas)."""
+        self.hard, self.soft, self.region = np.asarray(hard), np.asarray(soft), region
+        probs = self.base_probs.copy()
+        if len(self.soft) == 0:
+            probs[_SOFT_MOVES] = 0.0
+        if len(self.hard) < 2:
+            probs[MOVES.index("swap")] = 0.0
+        if len(self.hard) == 0:
+            probs[_HARD_MOVES] = 0.0
+        self.probs = probs / probs.sum() if probs.sum() > 0 else None
+        # Generator.choice(p=probs)'s own draw: one uniform against the normalised cdf
+        self._cdf = None if self.probs is None else np.cumsum(self.probs) / np.cumsum(self.probs)[-1]
+        self.hot_soft = self.soft[:0]
+        self.dens, self.cutoff = np.zeros(self.rows * self.cols), np.inf
+        self._refresh_hot()
+
+    def set_placement(self, pl: Placement) -> None:
+        """Continue from ``pl`` (all caches recomputed)."""
+        self.pc.set_placement(pl)
+        self.cur = self.pc.costs().proxy_cost
+        self._refresh_hot()
+
+    def _refresh_hot(self) -> None:
+        # the densest cells (those the density cost averages) and the movable clusters centred in them
+        if not len(self.soft):
+            return
+        pl = self.pc.pl
+        self.dens = self.pc.density_map().ravel()
+        self.cutoff = np.partition(self.dens, len(self.dens) - self.k_hot)[len(self.dens) - self.k_hot]
+        sc = (np.clip((pl.y[self.soft] // self.gh).astype(int), 0, self.rows - 1) * self.cols
+              + np.clip((pl.x[self.soft] // self.gw).astype(int), 0, self.cols - 1))
+        self.hot_soft = self.soft[self.dens[sc] >= self.cutoff]
+
+    def _legal_at(self, objs, xs, ys) -> bool:
+        """Whether hard macros ``objs`` at (xs, ys) fit the canvas and overlap no other hard macro."""
+        nl, pl, hdr = self.nl, self.pc.pl, self.header
+        hard = nl.hard
+        px, py = pl.x[hard], pl.y[hard]
+        pw, ph = nl.obj_width[hard], nl.obj_height[hard]
+        mine = self._hard_pos[list(objs)]
+        for o, x, y in zip(objs, xs, ys):
+            w, h = nl.obj_width[o], nl.obj_height[o]
+            if not (x - w / 2 >= 0 and x + w / 2 <= hdr.width and y - h / 2 >= 0 and y + h / 2 <= hdr.height):
+                return False
+            ov = (np.abs(x - px) < (w + pw) / 2) & (np.abs(y - py) < (h + ph) / 2)
+            ov[mine] = False
+            if ov.any():
+                return False
+        return True
+
+    def step(self, temp: float) -> bool:
+        """One proposal at temperature ``temp``, accepted by the Metropolis rule (an illegal
+        proposal counts as proposed and changes nothing). Returns whether a move was applied
+        and kept. With nothing movable, proposes nothing and returns False."""
+        if self.probs is None:
+            return False
+        pc, rng, pl = self.pc, self.rng, self.pc.pl
+        nl, hdr = self.nl, self.header
+        hw, hh, gw, gh = nl.obj_width, nl.obj_height, self.gw, self.gh
+        if self.n % self.hot_every == 0:
+            self._refresh_hot()
+        ki = int(self._cdf.searchsorted(rng.random(), side="right"))
+        kind = MOVES[ki]
+        self.n += 1
+        self.tried[ki] += 1
+        if kind == "swap":
+            a, b = rng.choice(self.hard, 2, replace=False)
+            if not self._legal_at([a, b], [pl.x[b], pl.x[a]], [pl.y[b], pl.y[a]]):
+                return False
+            pc.swap(a, b)
+        elif kind in ("shift", "move", "nudge"):
+            m = int(rng.choice(self.hard))
+            if kind == "shift":
+                d = rng.integers(4)
+                x = pl.x[m] + (gw, -gw, 0, 0)[d]
+                y = pl.y[m] + (0, 0, gh, -gh)[d]
+            elif kind == "move":
+                x = rng.uniform(hw[m] / 2, hdr.width - hw[m] / 2)
+                y = rng.uniform(hh[m] / 2, hdr.height - hh[m] / 2)
+            else:   # nudge: off-grid step of a quarter cell (sigma), to straddle cell borders
+                x = pl.x[m] + rng.normal(0, gw / 4)
+                y = pl.y[m] + rng.normal(0, gh / 4)
+            if not self._legal_at([m], [x], [y]):
+                return False
+            pc.move(m, x, y)
+        elif kind in ("soft", "soft_hot"):
+            cols, rows, reach = self.cols, self.rows, self.hot_reach
+            if kind == "soft_hot" and len(self.hot_soft):
+                # a cluster in one of the densest cells to a random point of a cell within
+                # hot_reach cells whose density is below the densest cells' cutoff
+                m = int(rng.choice(self.hot_soft))
+                r0 = min(max(int(pl.y[m] // gh), 0), rows - 1)
+                c0 = min(max(int(pl.x[m] // gw), 0), cols - 1)
+                rr, cc = np.meshgrid(np.arange(max(r0 - reach, 0), min(r0 + reach + 1, rows)),
+                                     np.arange(max(c0 - reach, 0), min(c0 + reach + 1, cols)), indexing="ij")
+                cand = (rr * cols + cc).ravel()
+                cand = cand[self.dens[cand] < self.cutoff]
+                if len(cand) == 0:
+                    return False
+                cell = int(rng.choice(cand))
+                x = (cell % cols + rng.uniform()) * gw
+                y = (cell // cols + rng.uniform()) * gh
+            else:   # a cluster by a Gaussian step of half a cell
+                m = int(rng.choice(self.soft))
+                x = pl.x[m] + rng.normal(0, gw / 2)
+                y = pl.y[m] + rng.normal(0, gh / 2)
+            # kept inside the canvas (and its centre inside the region)
+            x = min(max(float(x), hw[m] / 2), hdr.width - hw[m] / 2)
+            y = min(max(float(y), hh[m] / 2), hdr.height - hh[m] / 2)
+            if self.region is not None:
+                axis, lo, hi = self.region
+                if axis == 0:
+                    x = min(max(x, lo), hi)
+                else:
+                    y = min(max(y, lo), hi)
+            pc.move(m, x, y)
+        else:             # flip
+            m = int(rng.choice(self.hard))
+            o = int(pl.orient[m])
+            new = int(rng.choice(FLIPS[FLIPS != o]))
+            pc.flip(m, new)
+        c = pc.costs().proxy_cost
+        if c <= self.cur or rng.random() < np.exp((self.cur - c) / temp):
+            self.cur = c
+            self.taken[ki] += 1
+            return True
+        pc.undo()
+        return False
+
+    def moves(self) -> dict:
+        """Proposals and acceptances per move kind."""
+        return {k: {"proposed": int(a), "accepted": int(b)} for k, a, b in zip(MOVES, self.tried, self.taken)}
 
 
 def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float = 60.0, seed: int = 0,
@@ -168,137 +338,30 @@ def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float =
     that ``soft_hot`` moves draw from is refreshed every ``hot_every`` proposals."""
     if not is_legal(nl, header, start):
         raise ValueError("anneal: the start placement is not legal (use legalize() or greedy first)")
-    probs = np.asarray(move_probs, float)
-    if len(probs) != len(MOVES) or (probs < 0).any() or probs.sum() <= 0:
-        raise ValueError(f"anneal: move_probs needs {len(MOVES)} non-negative probabilities {MOVES}, "
-                         f"got {move_probs}")
     clock = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    chain = AnnealChain(nl, header, start, seed, weights, move_probs, hot_every, hot_reach)
     fd = fd or ForceDirected(nl, header)
-    pc = PlacementCost(nl, header, start, weights)
-    hard, soft = nl.hard, nl.soft
-    W, H = header.width, header.height
-    cols, rows = header.columns, header.rows
-    gw, gh = W / cols, H / rows
-    hw, hh = nl.obj_width, nl.obj_height
-    cur = pc.costs().proxy_cost
-    best, best_pl = cur, pc.pl.copy()
+    pc = chain.pc
+    best, best_pl = chain.cur, pc.pl.copy()
     trace = [(0.0, best)]
-    if len(soft) == 0:
-        probs[[MOVES.index("soft"), MOVES.index("soft_hot")]] = 0.0
-    probs = probs / probs.sum()
-    k_hot = max(int(np.floor(0.1 * cols * rows)), 1)
-    hot_soft = soft[:0]
-    dens = np.zeros(rows * cols)
-    cutoff = np.inf
     last_fd = time.perf_counter()
-    n = 0
-    tried, taken = np.zeros(len(MOVES), np.int64), np.zeros(len(MOVES), np.int64)
-
-    def legal_at(objs, xs, ys):
-        for o, x, y in zip(objs, xs, ys):
-            if not fits_canvas(x, y, hw[o], hh[o], header):
-                return False
-            others = hard[~np.isin(hard, objs)]
-            if overlaps_any(x, y, hw[o], hh[o], pc.pl.x[others], pc.pl.y[others], hw[others], hh[others])[0]:
-                return False
-        return True
-
     while True:
         elapsed = time.perf_counter() - clock
-        if (max_moves is None and elapsed >= time_limit) or (max_moves is not None and n >= max_moves):
+        if (max_moves is None and elapsed >= time_limit) or (max_moves is not None and chain.n >= max_moves):
             break
-        frac = min(elapsed / time_limit, 1.0) if max_moves is None else n / max_moves
-        temp = t0 * (t1 / t0) ** frac
-        if n % hot_every == 0 and len(soft):
-            # the densest cells (those the density cost averages) and the clusters centred in them
-            dens = pc.density_map().ravel()
-            cutoff = np.partition(dens, len(dens) - k_hot)[len(dens) - k_hot]
-            sc = (np.clip((pc.pl.y[soft] // gh).astype(int), 0, rows - 1) * cols
-                  + np.clip((pc.pl.x[soft] // gw).astype(int), 0, cols - 1))
-            hot_soft = soft[dens[sc] >= cutoff]
-        ki = int(rng.choice(len(MOVES), p=probs))
-        kind = MOVES[ki]
-        n += 1
-        tried[ki] += 1
-        if kind == "swap":
-            a, b = rng.choice(hard, 2, replace=False)
-            if not legal_at([a, b], [pc.pl.x[b], pc.pl.x[a]], [pc.pl.y[b], pc.pl.y[a]]):
-                continue
-            pc.swap(a, b)
-            undo = lambda a=a, b=b: pc.swap(a, b)  # noqa: E731
-        elif kind in ("shift", "move", "nudge"):
-            m = int(rng.choice(hard))
-            if kind == "shift":
-                d = rng.integers(4)
-                x = pc.pl.x[m] + (gw, -gw, 0, 0)[d]
-                y = pc.pl.y[m] + (0, 0, gh, -gh)[d]
-            elif kind == "move":
-                x = rng.uniform(hw[m] / 2, W - hw[m] / 2)
-                y = rng.uniform(hh[m] / 2, H - hh[m] / 2)
-            else:   # nudge: off-grid step of a quarter cell (sigma), to straddle cell borders
-                x = pc.pl.x[m] + rng.normal(0, gw / 4)
-                y = pc.pl.y[m] + rng.normal(0, gh / 4)
-            if not legal_at([m], [x], [y]):
-                continue
-            ox, oy = pc.pl.x[m], pc.pl.y[m]
-            pc.move(m, x, y)
-            undo = lambda m=m, ox=ox, oy=oy: pc.move(m, ox, oy)  # noqa: E731
-        elif kind in ("soft", "soft_hot"):
-            if kind == "soft_hot" and len(hot_soft):
-                # a cluster in one of the densest cells to a random point of a cell within
-                # two cells whose density is below the densest cells' cutoff
-                m = int(rng.choice(hot_soft))
-                r0 = int(np.clip(pc.pl.y[m] // gh, 0, rows - 1))
-                c0 = int(np.clip(pc.pl.x[m] // gw, 0, cols - 1))
-                rr, cc = np.meshgrid(np.arange(max(r0 - hot_reach, 0), min(r0 + hot_reach + 1, rows)),
-                                     np.arange(max(c0 - hot_reach, 0), min(c0 + hot_reach + 1, cols)),
-                                     indexing="ij")
-                cand = (rr * cols + cc).ravel()
-                cand = cand[dens[cand] < cutoff]
-                if len(cand) == 0:
-                    continue
-                cell = int(rng.choice(cand))
-                x = (cell % cols + rng.uniform()) * gw
-                y = (cell // cols + rng.uniform()) * gh
-            else:   # a cluster by a Gaussian step of half a cell
-                m = int(rng.choice(soft))
-                x = pc.pl.x[m] + rng.normal(0, gw / 2)
-                y = pc.pl.y[m] + rng.normal(0, gh / 2)
-            ox, oy = pc.pl.x[m], pc.pl.y[m]
-            x = float(np.clip(x, hw[m] / 2, W - hw[m] / 2))   # kept inside the canvas
-            y = float(np.clip(y, hh[m] / 2, H - hh[m] / 2))
-            pc.move(m, x, y)
-            undo = lambda m=m, ox=ox, oy=oy: pc.move(m, ox, oy)  # noqa: E731
-        else:             # flip
-            m = int(rng.choice(hard))
-            o = int(pc.pl.orient[m])
-            new = int(rng.choice(FLIPS[FLIPS != o]))
-            pc.flip(m, new)
-            undo = lambda m=m, o=o: pc.flip(m, o)  # noqa: E731
-        c = pc.costs().proxy_cost
-        if c <= cur or rng.random() < np.exp((cur - c) / temp):
-            cur = c
-            taken[ki] += 1
-            if c < best:
-                best, best_pl = c, pc.pl.copy()
-                trace.append((time.perf_counter() - clock, best))
-        else:
-            undo()
+        frac = min(elapsed / time_limit, 1.0) if max_moves is None else chain.n / max_moves
+        if chain.step(t0 * (t1 / t0) ** frac) and chain.cur < best:
+            best, best_pl = chain.cur, pc.pl.copy()
+            trace.append((time.perf_counter() - clock, best))
         if fd_every and time.perf_counter() - last_fd >= fd_every:
-            trial = fd.place(pc.pl, use_current_loc=True)
-            saved = pc.pl.copy()
-            pc.set_placement(trial)
-            c = pc.costs().proxy_cost
-            if c < cur:
-                cur = c
-                if c < best:
-                    best, best_pl = c, pc.pl.copy()
-                    trace.append((time.perf_counter() - clock, best))
-            else:
-                pc.set_placement(saved)
+            prev, saved = chain.cur, pc.pl.copy()
+            chain.set_placement(fd.place(pc.pl, use_current_loc=True))
+            if chain.cur >= prev:   # kept only when it lowers the cost
+                chain.set_placement(saved)
+            elif chain.cur < best:
+                best, best_pl = chain.cur, pc.pl.copy()
+                trace.append((time.perf_counter() - clock, best))
             last_fd = time.perf_counter()
     final = PlacementCost(nl, header, best_pl, weights).costs()
-    moves = {k: {"proposed": int(a), "accepted": int(b)} for k, a, b in zip(MOVES, tried, taken)}
-    return PlacementResult(best_pl, final, time.perf_counter() - clock, trace + [(time.perf_counter() - clock, best)],
-                           moves)
+    return PlacementResult(best_pl, final, time.perf_counter() - clock,
+                           trace + [(time.perf_counter() - clock, best)], chain.moves())

@@ -108,6 +108,8 @@ class Grid:
         self.width, self.height = float(header.width), float(header.height)
         self.gw, self.gh = self.width / self.cols, self.height / self.rows
         self.num_cells = self.cols * self.rows
+        self._edges = {"x": np.arange(self.cols + 1) * self.gw, "y": np.arange(self.rows + 1) * self.gh}
+        self._idx = {"x": np.arange(self.cols)[None, :], "y": np.arange(self.rows)[None, :]}
 
     def cell_rc(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, col) = (floor(y / gh), floor(x / gw)) of points, possibly outside the grid;
@@ -122,13 +124,13 @@ class Grid:
         """Overlap lengths [M, n] of intervals [lo, hi) with the columns (axis 'x') or rows
         ('y'), restricted to circuit_training's clamped cell range, and that range [M, 2]."""
         g, n = (self.gw, self.cols) if axis == "x" else (self.gh, self.rows)
-        edges = np.arange(n + 1) * g
+        edges = self._edges[axis]
         ov = np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1])
         first = np.floor(lo / g).astype(np.int64)
         last = np.floor(hi / g).astype(np.int64)
         skip = last < 0
         first, last = np.maximum(first, 0), np.minimum(last, n - 1)
-        idx = np.arange(n)[None, :]
+        idx = self._idx[axis]
         inside = (idx >= first[:, None]) & (idx <= last[:, None]) & ~skip[:, None]
         return np.where(inside, ov, 0.0), np.stack([first, last, skip], 1)
 
@@ -157,7 +159,8 @@ class RouteModel:
             weight = np.where(np.bincount(net_of[out], minlength=n) > 0, 0.0, weight)
             cell_r, cell_c = np.clip(cell_r, 0, rows - 1), np.clip(cell_c, 0, cols - 1)
         cell = cell_r * cols + cell_c
-        ukey = np.unique(net_of * g.num_cells + cell)
+        ukey = np.sort(net_of * g.num_cells + cell)
+        ukey = ukey[np.concatenate(([True], ukey[1:] != ukey[:-1]))]    # np.unique, without its overhead
         unet, ucell = ukey // g.num_cells, ukey % g.num_cells
         k = np.bincount(unet, minlength=n)
         src = cell[ptr[:-1]]
@@ -178,9 +181,8 @@ class RouteModel:
             c3 = ucell[starts[:, None] + np.arange(3)[None, :]]
             w3 = weight[three]
             R, C = c3 // cols, c3 % cols
-            o = np.argsort(C * rows + R, axis=1)
-            y = np.take_along_axis(R, o, 1)
-            x = np.take_along_axis(C, o, 1)
+            key = np.sort(C * rows + R, axis=1)     # sorted by (column, row)
+            x, y = key // rows, key % rows
             x1, x2, x3, y1, y2, y3 = x[:, 0], x[:, 1], x[:, 2], y[:, 0], y[:, 1], y[:, 2]
             case_l = (x1 < x2) & (x2 < x3) & (np.minimum(y1, y3) < y2) & (np.maximum(y1, y3) > y2)
             case_b = ~case_l & (x2 == x3) & (x1 < x2) & (y1 < np.minimum(y2, y3))
@@ -260,11 +262,13 @@ class PlacementCost:
         self.pin_x, self.pin_y = self._pin_xy(np.arange(len(nl.pin_obj)))
         self.pin_r, self.pin_c = self.grid.cell_rc(self.pin_x, self.pin_y)
         self.net_hpwl = self._hpwl(nl.net_ptr, nl.net_pins)
+        self._wl = float((nl.net_weight * self.net_hpwl).sum())
         self.route_h, self.route_v = self.routes.usage(nl.net_ptr, self.pin_r[nl.net_pins], self.pin_c[nl.net_pins],
                                                        self.route_weight)
         self._obj_area, self._obj_bh, self._obj_bv = self._macro_maps(self.macros)
         self.density_area = self._obj_area.sum(0)
         self.block_h, self.block_v = self._obj_bh.sum(0), self._obj_bv.sum(0)
+        self._undo = None
 
     def _pin_xy(self, pins: np.ndarray):
         nl, pl = self.nl, self.pl
@@ -335,8 +339,8 @@ class PlacementCost:
         return self.density_area / (self.grid.gw * self.grid.gh)
 
     def wirelength(self) -> float:
-        """Weighted HPWL, microns."""
-        return float((self.nl.net_weight * self.net_hpwl).sum())
+        """Weighted HPWL, microns (a running sum under moves)."""
+        return self._wl
 
     def costs(self) -> CostBreakdown:
         wl = self.wirelength()
@@ -366,35 +370,103 @@ class PlacementCost:
             ptr = np.concatenate([[0], np.cumsum(lens)])
             entries = nl.net_pins[np.repeat(nl.net_ptr[nets] - ptr[:-1], lens) + np.arange(ptr[-1])]
             hit = (pins, nets, ptr, entries)
-            if len(self._sub_cache) < 4096:
+            if len(self._sub_cache) < 16384:   # every hard-macro pair of ariane133 (8,778) fits
                 self._sub_cache[objs] = hit
         return hit
 
     def _apply(self, objs: tuple, x, y, orient) -> None:
         pins, nets, ptr, entries = self._sub(objs)
         oa = np.array(objs)
+        rows = self._macro_row[oa]
+        rows = rows[rows >= 0]
+        hard = bool(self.is_hard[oa].any())
+        # a flip leaves the boxes where they are: density and blockage maps unchanged
+        if (self.pl.x[oa] == x).all() and (self.pl.y[oa] == y).all():
+            rows = rows[:0]
+        # what this move overwrites, so that undo() restores it exactly
+        self._undo = (oa, self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa], pins, self.pin_x[pins],
+                      self.pin_y[pins], self.pin_r[pins], self.pin_c[pins], nets, self.net_hpwl[nets],
+                      self._wl, self.route_h, self.route_v, rows, self._obj_area[rows], self.density_area,
+                      (self._obj_bh[rows], self._obj_bv[rows], self.block_h, self.block_v) if hard else None)
         old_r, old_c = self.pin_r[entries], self.pin_c[entries]
         self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, orient
         self.pin_x[pins], self.pin_y[pins] = self._pin_xy(pins)
         self.pin_r[pins], self.pin_c[pins] = self.grid.cell_rc(self.pin_x[pins], self.pin_y[pins])
-        self.net_hpwl[nets] = self._hpwl(ptr, entries)
+        hpwl = self._hpwl(ptr, entries)
+        self._wl += float(self.nl.net_weight[nets] @ (hpwl - self.net_hpwl[nets]))
+        self.net_hpwl[nets] = hpwl
         new_r, new_c = self.pin_r[entries], self.pin_c[entries]
-        if not (np.array_equal(old_r, new_r) and np.array_equal(old_c, new_c)):
-            # old routes with weight -w and new ones with +w, in one pass
+        changed = (old_r != new_r) | (old_c != new_c)
+        if changed.any():
+            # re-route only the nets with a pin in a new cell: old routes with weight -w and new
+            # ones with +w, in one pass (new arrays: undo keeps the old)
+            moved = np.logical_or.reduceat(changed, ptr[:-1])
             w = self.route_weight[nets]
+            if not moved.all():
+                keep = np.repeat(moved, np.diff(ptr))
+                old_r, old_c, new_r, new_c = old_r[keep], old_c[keep], new_r[keep], new_c[keep]
+                w = w[moved]
+                ptr = np.concatenate([[0], np.cumsum(np.diff(ptr)[moved])])
             both = np.concatenate([ptr, ptr[1:] + ptr[-1]])
             dh, dv = self.routes.usage(both, np.concatenate([old_r, new_r]), np.concatenate([old_c, new_c]),
                                        np.concatenate([-w, w]))
-            self.route_h += dh
-            self.route_v += dv
-        rows = self._macro_row[oa]
-        rows = rows[rows >= 0]
-        if len(rows):
+            self.route_h = self.route_h + dh
+            self.route_v = self.route_v + dv
+        if len(rows) and hard:
             area, bh, bv = self._macro_maps(self.macros[rows])
-            self.density_area += (area - self._obj_area[rows]).sum(0)
-            self.block_h += (bh - self._obj_bh[rows]).sum(0)
-            self.block_v += (bv - self._obj_bv[rows]).sum(0)
-            self._obj_area[rows], self._obj_bh[rows], self._obj_bv[rows] = area, bh, bv
+            self.block_h = self.block_h + (bh - self._obj_bh[rows]).sum(0)
+            self.block_v = self.block_v + (bv - self._obj_bv[rows]).sum(0)
+            self._obj_bh[rows], self._obj_bv[rows] = bh, bv
+        elif len(rows) == 1:   # one soft macro: no routing blockage, only its density
+            area = self._area_one(int(oa[0]))
+        elif len(rows):
+            area = self._areas(self.macros[rows])
+        if len(rows):
+            self.density_area = self.density_area + (area - self._obj_area[rows]).sum(0)
+            self._obj_area[rows] = area
+
+    def undo(self) -> None:
+        """Restore every cache to its state before the last move / swap / flip (exactly, not
+        by moving back); only one step back."""
+        if self._undo is None:
+            raise RuntimeError("PlacementCost.undo: no move to undo (one step back at most)")
+        (oa, x, y, o, pins, px, py, pr, pcol, nets, hpwl, self._wl, self.route_h, self.route_v, rows, area,
+         self.density_area, blk) = self._undo
+        self.pl.x[oa], self.pl.y[oa], self.pl.orient[oa] = x, y, o
+        self.pin_x[pins], self.pin_y[pins], self.pin_r[pins], self.pin_c[pins] = px, py, pr, pcol
+        self.net_hpwl[nets] = hpwl
+        self._obj_area[rows] = area
+        if blk is not None:
+            self._obj_bh[rows], self._obj_bv[rows], self.block_h, self.block_v = blk
+        self._undo = None
+
+    def _area_one(self, obj: int) -> np.ndarray:
+        """:meth:`_areas` of one object [1, rows, cols], the same numbers, computed only over
+        its clamped cell range (scalar bounds instead of [1, n] masks)."""
+        g, nl, pl = self.grid, self.nl, self.pl
+        x, y, w, h = float(pl.x[obj]), float(pl.y[obj]), float(nl.obj_width[obj]), float(nl.obj_height[obj])
+        out = np.zeros((1, g.rows, g.cols))
+        spans = []
+        for lo, hi, step, n, edges in ((x - w / 2, x + w / 2, g.gw, g.cols, g._edges["x"]),
+                                       (y - h / 2, y + h / 2, g.gh, g.rows, g._edges["y"])):
+            first, last = int(np.floor(lo / step)), int(np.floor(hi / step))
+            if last < 0:
+                return out
+            first, last = max(first, 0), min(last, n - 1)
+            if first > last:
+                return out
+            ov = np.minimum(hi, edges[first + 1:last + 2]) - np.maximum(lo, edges[first:last + 1])
+            spans.append((first, last, np.maximum(ov, 0.0)))
+        (c0, c1, ox), (r0, r1, oy) = spans
+        out[0, r0:r1 + 1, c0:c1 + 1] = oy[:, None] * ox[None, :]
+        return out
+
+    def _areas(self, objs: np.ndarray) -> np.ndarray:
+        """Overlap area [len(objs), rows, cols] of each object with each cell (density only)."""
+        x0, x1, y0, y1 = self._boxes(objs)
+        ox, _ = self.grid.overlaps(x0, x1, "x")
+        oy, _ = self.grid.overlaps(y0, y1, "y")
+        return np.maximum(oy, 0)[:, :, None] * np.maximum(ox, 0)[:, None, :]
 
     def move(self, obj: int, x: float, y: float) -> None:
         """Move object ``obj``'s centre to (x, y) microns."""

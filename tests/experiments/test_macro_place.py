@@ -41,12 +41,19 @@ def test_anneal_short_run_in_process_is_legal_and_better(capsys):
     assert sum(m["accepted"] for m in out["moves"].values()) > 0
 
 
+def test_anneal_two_workers_in_process(capsys):
+    out = macro_place.main(["ariane133", "--method", "anneal", "--time-limit", "3", "--workers", "2", "--seed", "1"])
+    assert out["legal"] and out["proxy_cost"] < 0.7568 and out["workers"] == 2
+    assert sum(m["proposed"] for m in out["moves"].values()) > 0
+
+
 @pytest.mark.parametrize("args,needle", [
     (["ariane133", "--weights", "1,2"], "--weights"),
     (["missing.pb.txt", "--plc", "x.plc"], "missing.pb.txt"),
     (["ariane133", "--plc", "missing.plc"], "missing.plc"),
     (["ariane133", "--method", "magic"], "magic"),
     (["ariane133", "--time-limit", "0"], "--time-limit"),
+    (["ariane133", "--method", "anneal", "--workers", "0"], "--workers"),
 ])
 def test_bad_input(args, needle):
     p = run(*args)
@@ -63,9 +70,11 @@ def test_netlist_without_plc(tmp_path):
 
 
 def test_bench_macro_runs(capsys):
-    out = bench_macro.main(["--anneal-seconds", "1", "--repeats", "1", "--moves", "5", "--skip-protobuf"])
+    out = bench_macro.main(["--anneal-seconds", "1", "--repeats", "1", "--moves", "5", "--skip-protobuf",
+                            "--workers", "2"])
     assert out["full_eval_ms"] > 0 and out["incremental_move_ms"] > 0 and out["force_directed_s"] > 0
     names = [r["method"] for r in out["baselines"]]
     assert len(names) == 5 and out["baselines"][0]["proxy_cost"] == pytest.approx(0.70948, abs=1e-4)
     assert all(r["legal"] for r in out["baselines"][1:])
+    assert out["workers"] == 2 and names[-1].endswith("2 workers")
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out

@@ -93,3 +93,48 @@ def test_incremental_equals_full_on_random_moves(ariane):
             np.testing.assert_allclose(pc.route_h, fresh.route_h, atol=1e-9)
             np.testing.assert_allclose(pc.density_area, fresh.density_area, atol=1e-6)
     assert (nl.obj_kind[hard] == HARD).all()
+
+
+def _caches(pc):
+    return [a.copy() for a in (pc.pl.x, pc.pl.y, pc.pl.orient, pc.pin_x, pc.pin_y, pc.pin_r, pc.pin_c, pc.net_hpwl,
+                               pc.route_h, pc.route_v, pc.density_area, pc.block_h, pc.block_v, pc._obj_area,
+                               pc._obj_bh, pc._obj_bv)]
+
+
+def test_undo_restores_every_cache_exactly(ariane):
+    nl, header, pl = ariane
+    pc = PlacementCost(nl, header, pl)
+    rng = np.random.default_rng(3)
+    for step in range(40):
+        before = _caches(pc)
+        kind = step % 4
+        if kind == 0:
+            pc.move(rng.choice(nl.hard), rng.uniform(0, header.width), rng.uniform(0, header.height))
+        elif kind == 1:
+            pc.swap(*rng.choice(nl.hard, 2, replace=False))
+        elif kind == 2:
+            pc.flip(rng.choice(nl.hard), rng.integers(0, 4))
+        else:
+            pc.move(rng.choice(nl.soft), rng.uniform(0, header.width), rng.uniform(0, header.height))
+        if step % 2:
+            pc.undo()
+            for a, b in zip(before, _caches(pc)):
+                np.testing.assert_array_equal(a, b)
+            with pytest.raises(RuntimeError, match="no move to undo"):
+                pc.undo()
+    full = evaluate(nl, header, pc.pl)
+    for k, v in full.as_dict().items():
+        assert getattr(pc.costs(), k) == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+def test_single_macro_area_equals_vectorised(ariane):
+    nl, header, pl = ariane
+    pc = PlacementCost(nl, header, pl)
+    rng = np.random.default_rng(1)
+    gw = header.width / header.columns
+    for t in range(400):
+        o = int(rng.choice(nl.soft if t % 2 else nl.hard))
+        pc.pl.x[o], pc.pl.y[o] = rng.uniform(-100, header.width + 100), rng.uniform(-100, header.height + 100)
+        if t % 5 == 0:   # an edge on a cell border
+            pc.pl.x[o] = gw * rng.integers(0, header.columns + 1) - nl.obj_width[o] / 2
+        np.testing.assert_array_equal(pc._area_one(o), pc._areas(np.array([o])))
