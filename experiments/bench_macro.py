@@ -12,7 +12,7 @@ schedule, from the canvas centre); then each baseline's proxy cost (weights 1, 0
 0.5), split into wirelength / density / congestion, against its wall time: the shipped
 ``initial.plc`` as given, its legalised version, random legal, greedy, and annealing
 for ``--anneal-seconds`` from the legalised ``initial.plc`` (on ``--workers`` processes:
-1 = :func:`~systems_envs.chip.baselines.anneal`, more = the spatially decomposed
+1 = :func:`~systems_envs.chip.baselines.anneal`, more = hard- and soft-macro workers of
 :func:`~systems_envs.chip.parallel_anneal.anneal_parallel`). Prints a markdown table; the
 1-minute load average is printed since timings depend on what else runs. The last stdout
 line is a JSON object with all figures.

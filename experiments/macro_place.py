@@ -11,7 +11,7 @@ of that placement as it is (no soft-macro re-placement); ``random`` and ``greedy
 the hard macros on grid cells then the soft macros by force-directed placement;
 ``anneal`` runs simulated annealing for ``--time-limit`` seconds from the legalised
 ``.plc`` placement (or the greedy one), on ``--workers`` processes (1: the serial
-annealer; more: the spatially decomposed parallel one). The last stdout line is a JSON object with
+annealer; more: the parallel one with hard- and soft-macro workers). The last stdout line is a JSON object with
 ``wirelength_cost``, ``density_cost``, ``congestion_cost``, ``proxy_cost``,
 ``wirelength`` (um), ``grid`` [cols, rows], ``num_hard_macros``, ``num_soft_macros``,
 ``legal``, ``seconds`` and the run's settings.

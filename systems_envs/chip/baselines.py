@@ -43,7 +43,7 @@ import numpy as np
 
 from systems_envs.chip.cost import TILOS_WEIGHTS, CostBreakdown, PlacementCost
 from systems_envs.chip.force_directed import ForceDirected
-from systems_envs.chip.legality import cell_centres, is_legal, legal_cells, macro_order
+from systems_envs.chip.legality import cell_centres, fits_canvas, is_legal, legal_cells, macro_order
 from systems_envs.chip.netlist import HARD, Netlist
 from systems_envs.chip.plc import PlcHeader, Placement
 
@@ -160,6 +160,21 @@ _SOFT_MOVES = [MOVES.index("soft"), MOVES.index("soft_hot")]
 _HARD_MOVES = [MOVES.index(k) for k in ("shift", "move", "flip", "nudge")]
 
 
+def check_move_probs(move_probs) -> np.ndarray:
+    """``move_probs`` as float [len(MOVES)], or a one-line error if it is not one
+    non-negative weight per move of :data:`MOVES` with a positive sum."""
+    probs = np.asarray(move_probs, float)
+    if len(probs) != len(MOVES) or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"anneal: move_probs needs {len(MOVES)} non-negative probabilities {MOVES}, "
+                         f"got {move_probs}")
+    return probs
+
+
+def move_counts(tried: np.ndarray, taken: np.ndarray) -> dict:
+    """Proposals and acceptances per move kind, from counts [len(MOVES)]."""
+    return {k: {"proposed": int(a), "accepted": int(b)} for k, a, b in zip(MOVES, tried, taken)}
+
+
 class AnnealChain:
     """One simulated-annealing chain: the proposals and Metropolis steps of :func:`anneal`
     (module docstring) over an incrementally kept :class:`PlacementCost`.
@@ -172,12 +187,8 @@ class AnnealChain:
 
     def __init__(self, nl: Netlist, header: PlcHeader, start: Placement, seed=0, weights=TILOS_WEIGHTS,
                  move_probs=DEFAULT_MOVE_PROBS, hot_every: int = 100, hot_reach: int = 1):
-        probs = np.asarray(move_probs, float)
-        if len(probs) != len(MOVES) or (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError(f"anneal: move_probs needs {len(MOVES)} non-negative probabilities {MOVES}, "
-                             f"got {move_probs}")
         self.nl, self.header = nl, header
-        self.base_probs = probs
+        self.base_probs = check_move_probs(move_probs)
         self.rng = np.random.default_rng(seed)
         self.pc = PlacementCost(nl, header, start, weights)
         self.cur = self.pc.costs().proxy_cost
@@ -205,7 +216,8 @@ class AnnealChain:
             probs[_HARD_MOVES] = 0.0
         self.probs = probs / probs.sum() if probs.sum() > 0 else None
         # Generator.choice(p=probs)'s own draw: one uniform against the normalised cdf
-        self._cdf = None if self.probs is None else np.cumsum(self.probs) / np.cumsum(self.probs)[-1]
+        cdf = None if self.probs is None else np.cumsum(self.probs)
+        self._cdf = None if cdf is None else cdf / cdf[-1]
         self.hot_soft = self.soft[:0]
         self.dens, self.cutoff = np.zeros(self.rows * self.cols), np.inf
         self._refresh_hot()
@@ -236,7 +248,7 @@ class AnnealChain:
         mine = self._hard_pos[list(objs)]
         for o, x, y in zip(objs, xs, ys):
             w, h = nl.obj_width[o], nl.obj_height[o]
-            if not (x - w / 2 >= 0 and x + w / 2 <= hdr.width and y - h / 2 >= 0 and y + h / 2 <= hdr.height):
+            if not fits_canvas(x, y, w, h, hdr):
                 return False
             ov = (np.abs(x - px) < (w + pw) / 2) & (np.abs(y - py) < (h + ph) / 2)
             ov[mine] = False
@@ -325,7 +337,7 @@ class AnnealChain:
 
     def moves(self) -> dict:
         """Proposals and acceptances per move kind."""
-        return {k: {"proposed": int(a), "accepted": int(b)} for k, a, b in zip(MOVES, self.tried, self.taken)}
+        return move_counts(self.tried, self.taken)
 
 
 def anneal(nl: Netlist, header: PlcHeader, start: Placement, time_limit: float = 60.0, seed: int = 0,

@@ -49,7 +49,8 @@ import traceback
 
 import numpy as np
 
-from systems_envs.chip.baselines import DEFAULT_MOVE_PROBS, MOVES, AnnealChain, PlacementResult
+from systems_envs.chip.baselines import (DEFAULT_MOVE_PROBS, MOVES, AnnealChain, PlacementResult, check_move_probs,
+                                         move_counts)
 from systems_envs.chip.cost import TILOS_WEIGHTS, PlacementCost
 from systems_envs.chip.force_directed import ForceDirected
 from systems_envs.chip.legality import is_legal
@@ -122,7 +123,7 @@ def anneal_parallel(nl: Netlist, header: PlcHeader, start: Placement, time_limit
         raise ValueError(f"anneal_parallel: time_limit must be > 0, got {time_limit}")
     if max_moves is not None and max_moves < 1:
         raise ValueError(f"anneal_parallel: max_moves must be >= 1, got {max_moves}")
-    AnnealChain(nl, header, start, seed, weights, move_probs)   # validates move_probs here, not in a worker
+    check_move_probs(move_probs)   # here, not in a worker
     clock = time.perf_counter()
     fd = fd or ForceDirected(nl, header)
     pc = PlacementCost(nl, header, start, weights)
@@ -201,6 +202,5 @@ def anneal_parallel(nl: Netlist, header: PlcHeader, start: Placement, time_limit
         raise RuntimeError("anneal_parallel: the merged placement is not legal (a bug: only worker 0 moves hard"
                            " macros)")
     final = PlacementCost(nl, header, best_pl, weights).costs()
-    moves = {k: {"proposed": int(a), "accepted": int(b)} for k, a, b in zip(MOVES, tried, taken)}
     return PlacementResult(best_pl, final, time.perf_counter() - clock, trace + [(time.perf_counter() - clock, best)],
-                           moves)
+                           move_counts(tried, taken))
