@@ -178,3 +178,30 @@ def test_keep_if_faster_writes_the_optimised_model_only_if_faster_or_forced(monk
     monkeypatch.setattr(measure, "compare_models", lambda a, b, **kw: seen.update(models=(a, b), **kw) or fixed)
     assert measure.keep_if_faster("orig", "opt", force, rounds=7) == (written, fixed)
     assert seen == {"models": ("orig", "opt"), "rounds": 7}  # the timing options reach compare_models
+
+
+def test_a_noisy_group_timing_is_taken_again_once_with_more_rounds(cache_dir, monkeypatch):
+    from systems_envs.graph import ort_cost
+
+    cm = OrtCpuCostModel(repeats=3, warmup=1)
+    g = conv_block(True)
+    cm.graph_cost(g)
+    table = cm._disk.table
+    digests = [k[2:] for k in table if k.startswith("b:")]
+    assert digests and all(table[f"n:{d}"] == 3 for d in digests)
+    d = digests[0]
+    table[f"b:{d}"], table[f"e:{d}"] = 5.0, 1.0  # as if a burst of load had hit its rounds
+    rounds = []
+    real = OrtCpuCostModel._interleaved
+    monkeypatch.setattr(OrtCpuCostModel, "_interleaved",
+                        lambda self, s, f, r, bound=True: rounds.append(r) or real(self, s, f, r, bound))
+    fresh = OrtCpuCostModel(repeats=3, warmup=1)  # reads the cache from disk
+    fresh._disk.table.update(table)
+    fresh.graph_cost(g)
+    assert rounds == [ort_cost.RETIME_FACTOR * 3] and fresh.timed == 1
+    assert fresh._disk.table[f"n:{d}"] == 12 and fresh._disk.table[f"b:{d}"] != 5.0
+    again = OrtCpuCostModel(repeats=3, warmup=1)
+    again._disk.table.update(fresh._disk.table)
+    again._disk.table[f"e:{d}"] = 1.0  # still noisy after the second timing: not taken a third time
+    again.graph_cost(g)
+    assert again.timed == 0 and rounds == [12]
