@@ -27,8 +27,9 @@ hand-written + TASO rules the run trained with (``--no-taso`` does not apply). T
 graph is checked equivalent to the input: both are run by the reference executor on the same
 random inputs and weights, and an output that differs beyond float32 round-off is an error
 (summary field ``max_error``, relative to each output's largest magnitude). A run that is
-missing, corrupt, not a ppo run, or trained with another rule set or feature width is a
-one-line error.
+missing, corrupt, not a ppo run, or trained with a rule this code no longer has or another
+feature width is a one-line error; a run trained before rules were added is applied with
+the rules it was trained with (in its id order; the new ones are not offered).
 
 ``--verify`` times the original and the optimised model side by side in onnxruntime on
 this CPU (default session optimisations, ``--threads`` intra-op threads, default 1):

@@ -20,9 +20,11 @@ chained episode keeps the previous episode's capacity while the graph fills at m
 quarters of it (so nothing is compiled again for it). The
 number of candidate slots ``A`` and the episode length stay the run's
 (``env.max_candidates``, ``env.max_steps``), because the observation's global features are
-relative to them. A run trained with a different rule set (names or count), or with
-observation features of another width (a checkpoint of an older code version), is refused
-with one line naming the difference, never a shape traceback.
+relative to them. A run trained before rules were added to this code is applied with the
+rules it knew, in its own id order (:func:`rules_for_run`; the new rules are not offered);
+a run trained with a rule this code no longer has, or with observation features of another
+width (a checkpoint of an older code version), is refused with one line naming the
+difference, never a shape traceback.
 
 Candidate slots created by a rewrite, per search:
 
@@ -80,24 +82,30 @@ def write_rules(run_dir: str, rules) -> str:
     return path
 
 
-def check_rules(run_dir: str, rules) -> None:
-    """CheckpointError unless the run's recorded rule set is ``rules`` (no record: accepted)."""
+def rules_for_run(run_dir: str, rules) -> list:
+    """The rules to apply a run with: ``rules`` in the order the run recorded in
+    ``run_dir/rules.json`` (a rule's id is its position, and the networks embed the id).
+
+    Rules of this code that the run never saw (added since) are left out: the trained
+    optimiser applies the rules it was trained with. A rule the run was trained with that
+    this code no longer has is a CheckpointError naming it. No record: ``rules`` as they are.
+    """
     path = os.path.join(run_dir, RULES_FILE)
     if not os.path.exists(path):
-        return
+        return list(rules)
     try:
         with open(path) as f:
             saved = json.load(f)
-        old = list(saved["names"])
+        old = [str(n) for n in saved["names"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__})") from None
-    now = rule_names(rules)
-    if old != now:
-        gone = [n for n in old if n not in now][:3]
-        new = [n for n in now if n not in old][:3]
+    by_name = {r.name: r for r in rules}
+    gone = [n for n in old if n not in by_name]
+    if gone or len(set(old)) != len(old):
         raise CheckpointError(
-            f"run {run_dir} was trained with another rule set ({len(old)} rules, now {len(now)}; "
-            f"only in the run: {gone or 'none'}, only now: {new or 'none'}{'' if gone or new else ', other order'})")
+            f"run {run_dir} was trained with another rule set ({len(old)} rules, now {len(rules)}; "
+            f"only in the run: {gone[:3] or 'none'}{', repeated names' if len(set(old)) != len(old) else ''})")
+    return [by_name[n] for n in old]
 
 
 # ----------------------------------------------------------------------------- the loaded run
@@ -337,8 +345,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
     if cfg.controller.name != "ppo":
         raise CheckpointError(f"run {run_dir} trained controller {cfg.controller.name!r}; "
                               "a trained optimiser is a ppo run")
-    rules = default_rules()
-    check_rules(run_dir, rules)
+    rules = rules_for_run(run_dir, default_rules())
     ckdir = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(ckdir):
         raise CheckpointError(f"run {run_dir} has no checkpoints/ directory (did the run save a checkpoint?)")

@@ -1,7 +1,8 @@
 """`python -m experiments.optimize GRAPH --search policy --checkpoint RUN_DIR`: a checkpoint
 this test trains (one tiny model-based iteration) optimises a built-in graph (policy alone,
 MCTS in the world model) and a PyTorch export (beam search) into equivalent graphs; a run
-that is missing, corrupt or trained with other rules is a one-line error."""
+that is missing, corrupt or trained with a rule this code lacks is a one-line error; a run
+trained before rules were added is applied with its own rules, in its own id order."""
 from __future__ import annotations
 
 import importlib.util
@@ -103,9 +104,9 @@ def test_trained_optimiser_end_to_end(tmp_path, capsys):
     bad = tmp_path / "rules"
     shutil.copytree(run_dir, bad)
     rules = json.loads((bad / "rules.json").read_text())
-    rules["names"] = rules["names"][:-5]
+    rules["names"][3] = "a_rule_this_code_does_not_have"
     (bad / "rules.json").write_text(json.dumps(rules))
-    assert "another rule set" in _error(base + [str(bad)], capsys)
+    assert "only in the run: ['a_rule_this_code_does_not_have']" in _error(base + [str(bad)], capsys)
 
     bad = tmp_path / "corrupt"
     shutil.copytree(run_dir, bad)
@@ -149,3 +150,22 @@ def test_bad_flags_and_missing_runs_are_one_line_errors(tmp_path, capsys):
     assert "needs --checkpoint" in _error(["squeezenet", "--search", "policy"], capsys)
     assert "only apply with --search policy" in _error(["squeezenet", "--beam", "2"], capsys)
     assert "not both" in _error(base + [str(tmp_path), "--beam", "2", "--simulations", "2"], capsys)
+
+
+def test_a_run_is_applied_with_its_own_rules_in_its_own_id_order(tmp_path):
+    from systems_envs.rewrite.ruleset import default_rules
+    from worldmodels.checkpoint import CheckpointError
+    from worldmodels.trained import rules_for_run, write_rules
+
+    now = default_rules()
+    assert [r.name for r in rules_for_run(str(tmp_path), now)] == [r.name for r in now]  # no record
+    older = list(reversed(now[:-3]))   # trained before the last three rules existed, ids in another order
+    write_rules(str(tmp_path), older)
+    adapted = rules_for_run(str(tmp_path), now)
+    assert [r.name for r in adapted] == [r.name for r in older] and all(a is b for a, b in zip(adapted, older))
+    write_rules(str(tmp_path), [*now[:2], now[0]])
+    with pytest.raises(CheckpointError, match="repeated names"):
+        rules_for_run(str(tmp_path), now)
+    (tmp_path / "rules.json").write_text("{")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        rules_for_run(str(tmp_path), now)
