@@ -2,7 +2,7 @@
 
     python -m experiments.bench_plan --checkpoint RUN_DIR [--graphs resnet50,vit]
         [--beams 2,4] [--simulations 8,32] [--replan 1,4] [--episodes 1] [--backtrack-budget 200]
-        [--cost v100]
+        [--cost v100|ort-cpu|...]   (default: the cost model the run trained with)
 
 For each graph (a GRAPH as `experiments.optimize` takes it; ``held-out`` in the table when
 the run did not train on it) it runs: greedy; backtracking (``--backtrack-budget``
@@ -46,13 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replan", default="1,4", help="MCTS: real steps played per search")
     p.add_argument("--episodes", type=int, default=1, help="episodes chained per learned search (see optimize)")
     p.add_argument("--backtrack-budget", type=int, default=200, help="backtracking dequeues")
-    p.add_argument("--cost", default="v100", choices=COST_MODEL_NAMES)
+    p.add_argument("--cost", default=None, choices=COST_MODEL_NAMES,
+                   help="cost model of every method (default: the run's own, its env.cost)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from systems_envs.graph.cost import make_cost_model
     from systems_envs.graph.load import load_graph
     from systems_envs.rewrite.search import backtracking, greedy
     from worldmodels.tasks import instance_list as graph_list
@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.backtrack_budget < 1:
         raise ValueError(f"--backtrack-budget must be >= 1, got {args.backtrack_budget}")
-    cost_model = make_cost_model(args.cost)
     rows = []
 
     def add(graph, split, method, budget, result, steps):
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         split = "train" if g in graph_list(run.cfg.env.graph) else "held-out"
         print(f"{g} ({split}, {graph.num_ops()} ops), run {run.run_dir} "
               f"({'model-based' if run.model_based else 'model-free'}, step {run.step})", flush=True)
-        rules = run.env.rules
+        rules, cost_model = run.env.rules, run.env.cost_model   # the baselines search what the policy does
         r = greedy(graph, rules, cost_model)
         add(g, split, "greedy", "-", r, r.expanded)
         r = backtracking(graph, rules, cost_model, budget=args.backtrack_budget)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     for x in rows:
         print(f"| {x['graph']} | {x['split']} | {x['method']} | {x['budget']} | {100 * x['reduction']:.2f}% | "
               f"{x['seconds']:.2f} | {x['steps']} |")
-    summary = {"checkpoint": args.checkpoint, "cost": cost_model.name, "episodes": args.episodes, "rows": rows}
+    summary = {"checkpoint": args.checkpoint, "cost": run.cost, "episodes": args.episodes, "rows": rows}
     print(json.dumps(summary))
     return summary
 

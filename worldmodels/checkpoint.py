@@ -126,6 +126,8 @@ class Checkpointer:
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(f"checkpoint directory {self.directory} exists and is not a directory")
         self.config_flat = _flat_config(config)
+        # a field added to the config after a checkpoint was written is compatible at its default
+        self.defaults = _flat_config(type(config)()) if dataclasses.is_dataclass(config) else {}
         self.compat_exclude = tuple(compat_exclude)
         self.config_hash = _compat_hash(self.config_flat, self.compat_exclude)
         if keep < 1:
@@ -191,7 +193,10 @@ class Checkpointer:
         old = _compat_view(meta.get("config", {}), self.compat_exclude)
         new = _compat_view(self.config_flat, self.compat_exclude)
         diffs = [f"{k}: {old.get(k, '<missing>')!r} (checkpoint) vs {new.get(k, '<missing>')!r} (now)"
-                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+                 and not (k not in old and k in self.defaults and new.get(k) == self.defaults[k])]
+        if not diffs:
+            return
         shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
         raise CheckpointError(
             f"checkpoint {self.directory}/{step} was written with an incompatible config ({shown or 'hash differs'})")

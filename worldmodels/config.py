@@ -80,6 +80,7 @@ class EnvConfig:
     edge_capacity: int = 0          # rewrite: padding bucket for edges (0 = smallest that fits)
     heldout: str = ""               # comma-separated instances never trained on (validation only)
     max_candidates: int = 64        # rewrite: candidate action slots A
+    cost: Literal["v100", "a100", "h100", "cpu", "ort-cpu", "e2e"] = "v100"  # rewrite: cost model of reward and baselines
     device: DeviceEnvConfig = field(default_factory=DeviceEnvConfig)
     memory: MemoryEnvConfig = field(default_factory=MemoryEnvConfig)
     macro: MacroEnvConfig = field(default_factory=MacroEnvConfig)

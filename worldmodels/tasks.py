@@ -167,7 +167,7 @@ class RewriteTask(Task):
     @property
     def env_kwargs(self) -> dict:
         c = self.cfg.env
-        kw = {"max_steps": c.max_steps, "max_candidates": c.max_candidates}
+        kw = {"max_steps": c.max_steps, "max_candidates": c.max_candidates, "device": c.cost}
         if c.node_capacity:
             kw["max_nodes"] = c.node_capacity
         if c.edge_capacity:

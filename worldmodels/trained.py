@@ -323,10 +323,11 @@ def _capacity(size: int, run_capacity: int, previous: int) -> int:
 _LOADED: dict[tuple, tuple] = {}
 
 
-def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
+def load_run(run_dir: str, graph, cost: str | None = None) -> TrainedRun:
     """Load the latest checkpoint of ``run_dir`` (see the module docstring) for ``graph`` (a
-    built-in name, a file, or a `Graph`), costed with the cost model named ``cost``.
-    Raises `CheckpointError` (one line) for a missing, corrupt or incompatible run."""
+    built-in name, a file, or a `Graph`), costed with the cost model named ``cost`` (default:
+    the run's own, ``env.cost``). Raises `CheckpointError` (one line) for a missing, corrupt or
+    incompatible run."""
     from controllers.ppo import PPO
     from systems_envs.rewrite.ruleset import default_rules
     from worldmodels.checkpoint import Checkpointer
@@ -346,6 +347,7 @@ def load_run(run_dir: str, graph, cost: str = "v100") -> TrainedRun:
         raise CheckpointError(f"run {run_dir} trained controller {cfg.controller.name!r}; "
                               "a trained optimiser is a ppo run")
     rules = rules_for_run(run_dir, default_rules())
+    cost = cfg.env.cost if cost is None else cost
     ckdir = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(ckdir):
         raise CheckpointError(f"run {run_dir} has no checkpoints/ directory (did the run save a checkpoint?)")

@@ -81,6 +81,19 @@ def test_incompatible_config_and_structure(tmp_path):
         ck.restore(like=make_state(0), step=9)
 
 
+def test_a_field_added_since_the_checkpoint_is_compatible_at_its_default(tmp_path):
+    from worldmodels.config import to_dict
+
+    old = to_dict(Config())
+    del old["env"]["cost"]          # a checkpoint written before the field existed
+    Checkpointer(tmp_path, config=old).save(1, make_state(1))
+    state, _ = Checkpointer(tmp_path, config=Config()).restore(like=make_state(0))
+    assert_same(state, make_state(1))
+    other = Checkpointer(tmp_path, config=replace_path(Config(), {"env.cost": "ort-cpu"}))
+    with pytest.raises(CheckpointError, match=r"env.cost: '<missing>' \(checkpoint\) vs 'ort-cpu' \(now\)"):
+        other.restore(like=make_state(0))
+
+
 def test_corrupt_step_is_clear_and_nothing_deleted(tmp_path):
     ck = Checkpointer(tmp_path, config=Config())
     ck.save(1, make_state(1))

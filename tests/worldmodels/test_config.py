@@ -41,6 +41,18 @@ def test_bad_value_names_flag():
         parse_args(["--seed"])
 
 
+def test_the_rewrite_cost_model_is_a_flag_with_the_cost_models_names():
+    import typing
+
+    from systems_envs.graph.cost import COST_MODEL_NAMES
+    from worldmodels.config import EnvConfig
+
+    assert typing.get_args(typing.get_type_hints(EnvConfig)["cost"]) == COST_MODEL_NAMES
+    assert parse_args(["--env.cost", "ort-cpu"]).env.cost == "ort-cpu" and parse_args([]).env.cost == "v100"
+    with pytest.raises(ConfigError, match="--env.cost"):
+        parse_args(["--env.cost", "tpu"])
+
+
 def test_presets_and_override_order():
     tiny = get_preset("tiny")
     assert tiny.env.num_envs == 2

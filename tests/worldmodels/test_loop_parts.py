@@ -197,3 +197,17 @@ def test_greedy_demonstrations_and_the_gain_prior_on_rewriting():
     assert after["bc/loss"] < 0.5 * before["bc/loss"] and after["bc/accuracy"] > before["bc/accuracy"]
     with pytest.raises(ValueError, match="--loop.bc_batch must be >= 1"):
         agent.clone(state, obs, np.asarray(actions), 1, 1e-2, batch=0)
+
+
+def test_rewrite_env_cost_selects_the_cost_model_of_reward_and_baselines(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SYSWORLD_CACHE_DIR", str(tmp_path))
+    cfg = replace_path(tiny_config(), {"env.graph": "squeezenet", "env.heldout": "", "env.cost": "ort-cpu"})
+    task = make_task(cfg)
+    env = task.make_env(["squeezenet"]).unwrapped
+    assert env.cost_model.name == "ort-cpu" and task._e0.cost_model.name == "ort-cpu"
+    _, info = env.reset(seed=0)
+    assert info["cost_ms"] == pytest.approx(env.cost_model.graph_cost(env.graph))   # ms measured on this CPU
+    b = task.baselines("squeezenet")
+    assert set(b) == {"greedy", "backtracking"} and b["greedy"]["cost_reduction"] >= 0.0
+    assert make_task(replace_path(cfg, {"env.cost": "v100"}))._e0.cost_model.name == "v100"
