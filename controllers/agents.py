@@ -357,8 +357,9 @@ class EGRLAgent(Agent):
                 raise ValueError("--controller.name egrl --loop.mode model_based: needs the outcome model "
                                  "(--loop.outcome.enabled true)")
             chunk = self.egrl.P + self.egrl.k
-            self.model_fitness = [ModelFitness(dream.outcome, None, *task.capacity(), e.reset(seed=0)[0], chunk=chunk)
-                                  for e in envs]
+            optimism = task.cfg.loop.outcome.optimism
+            self.model_fitness = [ModelFitness(dream.outcome, None, *task.capacity(), e.reset(seed=0)[0], chunk=chunk,
+                                               optimism=optimism) for e in envs]
         super().__init__()
 
     def init(self, key, example_obs):

@@ -243,10 +243,13 @@ class ModelFitness:
     """Outcome-model fitness: ``__call__(actions [K, L]) -> predicted final rewards [K]``.
 
     ``model``/``params``/``node_cap``/``edge_cap`` as `worldmodels.outcome.load_outcome`
-    returns them; ``start_obs``: the environment's reset observation. One jitted call per
-    batch (padded to a multiple of ``chunk`` so it compiles once)."""
+    returns them; ``start_obs``: the environment's reset observation; ``optimism``: score with
+    that many ensemble standard deviations added (`OutcomeModel.score_optimistic`, an upper
+    confidence bound; 0: the mean prediction). One jitted call per batch (padded to a
+    multiple of ``chunk`` so it compiles once)."""
 
-    def __init__(self, model, params, node_cap: int, edge_cap: int, start_obs: dict, chunk: int = 32):
+    def __init__(self, model, params, node_cap: int, edge_cap: int, start_obs: dict, chunk: int = 32,
+                 optimism: float = 0.0):
         from worldmodels.outcome import assign, node_steps, pad_observation
         from worldmodels.replay import standard_obs
 
@@ -259,7 +262,7 @@ class ModelFitness:
             nodes = jax.vmap(lambda a: assign(model.layout, template.nodes, steps, a))(actions)
             b = actions.shape[0]
             pg = jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), template)
-            return model.score(params, pg._replace(nodes=nodes))
+            return model.score_optimistic(params, pg._replace(nodes=nodes), optimism)
 
         self._score = jax.jit(score)
 

@@ -215,6 +215,7 @@ class OutcomeLoopConfig:
     members: int = 3
     lr: float = 2e-3
     batch_size: int = 32
+    optimism: float = 0.0           # model-based EGRL: fitness = prediction + this many ensemble stds (UCB)
 
 
 @dataclass(frozen=True)

@@ -486,19 +486,28 @@ class OutcomeModel:
         """Rewards (environment units) -> the regression target (before standardising)."""
         return jnp.log(jnp.maximum(reward, 1e-9)) if self.log_target else reward
 
+    def _reward(self, params, z):
+        """Standardised target units -> final reward (environment units)."""
+        n = jax.lax.stop_gradient(params["norm"])
+        t = n["mean"] + n["std"] * z
+        return jnp.exp(t) if self.log_target else t
+
     def score_with_std(self, params, pg: PlacedGraph, feats=None):
         """(predicted final reward [...], ensemble std in standardised target units [...]) for
         placed graphs with any leading dims (``feats``: their `features`, if computed)."""
         lead = pg.n_node.shape
         z = self.raw(params, pg, feats)
-        n = jax.lax.stop_gradient(params["norm"])
-        t = n["mean"] + n["std"] * z.mean(0)
-        r = jnp.exp(t) if self.log_target else t
-        return r.reshape(lead), z.std(0).reshape(lead)
+        return self._reward(params, z.mean(0)).reshape(lead), z.std(0).reshape(lead)
 
     def score(self, params, pg: PlacedGraph, feats=None) -> jnp.ndarray:
         """Predicted final reward (environment units) of each placed graph: shape = leading dims."""
         return self.score_with_std(params, pg, feats)[0]
+
+    def score_optimistic(self, params, pg: PlacedGraph, optimism: float, feats=None) -> jnp.ndarray:
+        """Upper confidence score (environment units): the ensemble mean plus ``optimism``
+        ensemble standard deviations, in the standardised target space; 0 gives :meth:`score`."""
+        z = self.raw(params, pg, feats)
+        return self._reward(params, z.mean(0) + optimism * z.std(0)).reshape(pg.n_node.shape)
 
     def init(self, key, example: PlacedGraph, rewards: np.ndarray, feats=None) -> dict:
         """Parameters for ``members`` members (one key each), built on ``example`` (a batch

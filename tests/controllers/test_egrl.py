@@ -109,6 +109,13 @@ def test_model_fitness_path(env, egrl):
         pg = pad_observation(standard_obs(obs), nc, ec)
         want.append(float(model.score(params, jax.tree.map(lambda x: jnp.asarray(x)[None], pg))[0]))
     np.testing.assert_allclose(got, want, rtol=1e-4)
+    # the upper confidence score: ensemble mean + 2 stds, mapped to rewards as the mean is
+    ucb = ModelFitness(model, params, nc, ec, env.reset(seed=0)[0], chunk=2, optimism=2.0)(acts)
+    pg = pad_observation(standard_obs(obs), nc, ec)
+    r, sd = model.score_with_std(params, jax.tree.map(lambda x: jnp.asarray(x)[None], pg))
+    z = (model.target(r) - params["norm"]["mean"]) / params["norm"]["std"] + 2.0 * sd
+    np.testing.assert_allclose(ucb[-1], float(model._reward(params, z)[0]), rtol=1e-4)
+    assert np.all(ucb >= got - 1e-9) and np.any(ucb > got)
     with pytest.raises(ValueError, match="fitness must be"):
         train_egrl(env, egrl, jax.random.key(0), EGRLRunConfig(fitness="dream"))
 
