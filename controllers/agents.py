@@ -351,6 +351,9 @@ class EGRLAgent(Agent):
         envs = [task.make_env([g]).env for g in self.instances]
         self.egrl = make_controller("egrl", cfg, problem=[MappingProblem.from_env(e) for e in envs])
         self.M, self.next_col = self.egrl.problem.num_levels, self.egrl.problem.next_col
+        self.collect_rows = min(int(task.cfg.controller.egrl.collect_rows), self.egrl.P)
+        if self.collect_rows < 1:
+            raise ValueError(f"--controller.egrl.collect_rows must be >= 1, got {self.collect_rows}")
         self.model_fitness = None
         if model_based:
             if dream is None or dream.outcome is None:
@@ -367,13 +370,30 @@ class EGRLAgent(Agent):
         return self.egrl.init(key)
 
     def policy(self, state, obs, key, greedy, model=None):
+        return self._row_policy(state, obs, 0)
+
+    def _row_policy(self, state, obs, row):
+        """Population row ``row``'s action (row 0: the champion) as `policy` describes."""
         from controllers.mapping import reset_graph
         egrl, A = self.egrl, self.M * self.M
-        logits = egrl.net.apply(egrl.unravel(state.population[0]), reset_graph(obs, self.M, self.next_col))
+        logits = egrl.net.apply(egrl.unravel(state.population[row]), reset_graph(obs, self.M, self.next_col))
         row = logits[jnp.argmax(jnp.asarray(obs["node_features"])[:, self.next_col])]
         mask = get_mask(obs)[:A]
         a = jnp.where(mask.any(), jnp.argmax(jnp.where(mask, row, -jnp.inf)), A - 1).astype(jnp.int32)
         return a, jnp.float32(0.0), jnp.float32(0.0)
+
+    def act(self, state, obs, key, greedy: bool = False, model=None):
+        """Validation (``greedy``) and model-free use: the champion in every environment.
+        Model-based collection with ``controller.egrl.collect_rows`` R > 1: environment i plays
+        population row i mod R (the elites best first, then the newest children), so the
+        real episodes that refit the outcome model cover more than the champion's mappings."""
+        if greedy or self.model_fitness is None or self.collect_rows == 1:
+            return super().act(state, obs, key, greedy, model)
+        if "rows" not in self._acts:
+            self._acts["rows"] = jax.jit(jax.vmap(self._row_policy, in_axes=(None, 0, 0)))
+        n = int(np.shape(obs["action_mask"])[0])
+        rows = jnp.arange(n, dtype=jnp.int32) % self.collect_rows
+        return jax.device_get(self._acts["rows"](state, obs, rows))
 
     @staticmethod
     def _metrics(m: dict) -> dict:

@@ -316,7 +316,9 @@ def _make_egrl(cfg, problem: MappingProblem | Sequence[MappingProblem] | None = 
         if env is None:
             raise ValueError("egrl: needs the MemoryPlacement-v0 environment (env=...) or its MappingProblem")
         problem = MappingProblem.from_env(env)
-    return EGRL(problem, **section_kwargs(cfg, "egrl"))
+    kw = section_kwargs(cfg, "egrl")
+    kw.pop("collect_rows", None)   # the training loop's adapter's option (`controllers.agents.EGRLAgent`)
+    return EGRL(problem, **kw)
 
 
 # ----------------------------------------------------------------------------- driver

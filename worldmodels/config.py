@@ -179,6 +179,7 @@ class EGRLConfig:
     migrate_every: int = 1          # generations between copies of the learner into the population
     width: int = 32
     depth: int = 2
+    collect_rows: int = 1           # model-based: collector env i plays population row i mod this (1: champion)
 
 
 @dataclass(frozen=True)

@@ -142,3 +142,27 @@ def test_model_based_generations_use_the_loops_outcome_model(task):
     assert float(state.fitness[0]) == pytest.approx(want[:P].max(), rel=1e-5)
     assert m["imagined/episode_return"] == pytest.approx(want[:P].mean(), rel=1e-5)
     assert int(state.generation) == 1
+
+
+def test_model_based_collection_plays_several_population_rows():
+    """controller.egrl.collect_rows R: collection (not greedy) in environment i plays row i mod R;
+    validation (greedy) plays the champion everywhere."""
+    from types import SimpleNamespace
+
+    from worldmodels.outcome import OutcomeConfig, OutcomeModel
+
+    task = make_task(replace_path(_cfg(), {"controller.egrl.collect_rows": 3}))
+    outcome = OutcomeModel(cfg=OutcomeConfig(width=8, members=1), layout=task.outcome_layout())
+    agent = make_agent("egrl", task.cfg.controller, True, task=task, dream=SimpleNamespace(outcome=outcome))
+    o, _ = task.make_env(["squeezenet"]).reset(seed=0)
+    obs = stack_observations([task.graph_obs(o)] * 4)
+    state = agent.init(jax.random.key(0), jax.tree.map(lambda x: x[0], obs))
+    one = jax.tree.map(lambda x: x[0], obs)
+    rows = [int(agent._row_policy(state, one, r)[0]) for r in range(3)]
+    assert len(set(rows)) > 1                                     # the rows differ (random initial GNNs)
+    got = np.asarray(agent.act(state, obs, jax.random.key(0), False)[0]).tolist()
+    assert got == [rows[0], rows[1], rows[2], rows[0]]
+    assert np.asarray(agent.act(state, obs, jax.random.key(0), True)[0]).tolist() == [rows[0]] * 4
+    with pytest.raises(ValueError, match="collect_rows must be >= 1"):
+        make_agent("egrl", task.cfg.controller, False,
+                   task=make_task(replace_path(_cfg(), {"controller.egrl.collect_rows": 0})))
