@@ -377,9 +377,9 @@ class EGRLAgent(Agent):
         from controllers.mapping import reset_graph
         egrl, A = self.egrl, self.M * self.M
         logits = egrl.net.apply(egrl.unravel(state.population[row]), reset_graph(obs, self.M, self.next_col))
-        row = logits[jnp.argmax(jnp.asarray(obs["node_features"])[:, self.next_col])]
+        layer = logits[jnp.argmax(jnp.asarray(obs["node_features"])[:, self.next_col])]
         mask = get_mask(obs)[:A]
-        a = jnp.where(mask.any(), jnp.argmax(jnp.where(mask, row, -jnp.inf)), A - 1).astype(jnp.int32)
+        a = jnp.where(mask.any(), jnp.argmax(jnp.where(mask, layer, -jnp.inf)), A - 1).astype(jnp.int32)
         return a, jnp.float32(0.0), jnp.float32(0.0)
 
     def act(self, state, obs, key, greedy: bool = False, model=None):

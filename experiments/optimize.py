@@ -7,9 +7,9 @@
         [--beam K | --simulations N [--replan R]] [--episodes E] [--out OUT.onnx] ...
 
 GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. ``--cost`` names the
-cost model the search minimises (``v100`` analytic roofline by default; ``ort-cpu``:
-onnxruntime on this CPU, fusion-aware; ``e2e``: whole graphs timed in onnxruntime, slow;
-``--device`` is an alias). ``--budget``: backtracking dequeues (default 1000), random steps
+cost model the search minimises (``v100`` analytic roofline by default, and for ``--search
+policy`` the cost model its run trained with; ``ort-cpu``: onnxruntime on this CPU,
+fusion-aware; ``e2e``: whole graphs timed in onnxruntime, slow; ``--device`` is an alias). ``--budget``: backtracking dequeues (default 1000), random steps
 (default 200), greedy steps (default unlimited). ``--min-gain F``: greedy takes no step
 predicted to gain less than F of the cost (default: the cost model's resolution, e.g.
 about 2% for ``ort-cpu`` on this shared machine; 0 for the analytic models).
@@ -70,8 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--search policy: episodes chained from the previous best graph while the cost drops")
     p.add_argument("--budget", type=int, default=None, help="dequeues (backtrack) / steps (random, greedy)")
     p.add_argument("--alpha", type=float, default=1.05, help="backtracking relaxation factor")
-    p.add_argument("--cost", "--device", dest="cost", default="v100", choices=COST_MODEL_NAMES,
-                   help="cost model the search minimises (--device is an alias)")
+    p.add_argument("--cost", "--device", dest="cost", default=None, choices=COST_MODEL_NAMES,
+                   help="cost model the search minimises (--device is an alias; default v100, or for "
+                        "--search policy the one its run trained with)")
     p.add_argument("--min-gain", type=float, default=None,
                    help="greedy: smallest predicted gain taken, a fraction of the cost "
                         "(default: the cost model's resolution)")
@@ -121,10 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError("--no-taso does not apply to --search policy (it uses the rules its run trained with)")
         if args.budget is not None:
             raise ValueError("--budget does not apply to --search policy (its budget is --beam K or --simulations N)")
-    cost_model = make_cost_model(args.cost)
     graph = load_graph(args.graph, seed=args.seed)
     if args.search == "policy":
-        return _policy_main(args, graph, cost_model)
+        return _policy_main(args, graph)
+    cost_model = make_cost_model(args.cost or "v100")
     rules = default_rules(taso=not args.no_taso)
     print(f"{graph.summary()}")
     print(f"{len(rules)} rules, search {args.search}, cost model {cost_model.name}", flush=True)
@@ -142,11 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
     return _report(args, graph, cost_model, ops_before, result, {})
 
 
-def _policy_main(args, graph, cost_model) -> dict:
-    """``--search policy``: the trained controller of ``--checkpoint`` (see the module docstring)."""
+def _policy_main(args, graph) -> dict:
+    """``--search policy``: the trained controller of ``--checkpoint`` (see the module docstring),
+    on ``--cost`` or else the cost model its run trained with."""
     from worldmodels.trained import load_run
 
     run = load_run(args.checkpoint, graph, cost=args.cost)
+    cost_model = run.env.cost_model
     kind = "model-based" if run.model_based else "model-free"
     if args.simulations is not None:
         search, how = "mcts", f"MCTS, {args.simulations} simulations per real step, replan every {args.replan}"

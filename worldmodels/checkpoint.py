@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from worldmodels.config import flatten
+from worldmodels.config import ADDED_FIELDS, flatten
 
 #: config sections that may change between a save and a restore (resume with more steps,
 #: another log directory) without making the checkpoint incompatible.
@@ -126,8 +126,6 @@ class Checkpointer:
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(f"checkpoint directory {self.directory} exists and is not a directory")
         self.config_flat = _flat_config(config)
-        # a field added to the config after a checkpoint was written is compatible at its default
-        self.defaults = _flat_config(type(config)()) if dataclasses.is_dataclass(config) else {}
         self.compat_exclude = tuple(compat_exclude)
         self.config_hash = _compat_hash(self.config_flat, self.compat_exclude)
         if keep < 1:
@@ -194,7 +192,7 @@ class Checkpointer:
         new = _compat_view(self.config_flat, self.compat_exclude)
         diffs = [f"{k}: {old.get(k, '<missing>')!r} (checkpoint) vs {new.get(k, '<missing>')!r} (now)"
                  for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-                 and not (k not in old and k in self.defaults and new.get(k) == self.defaults[k])]
+                 and not (k not in old and k in ADDED_FIELDS and new.get(k) == ADDED_FIELDS[k])]
         if not diffs:
             return
         shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")

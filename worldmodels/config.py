@@ -86,6 +86,14 @@ class EnvConfig:
     macro: MacroEnvConfig = field(default_factory=MacroEnvConfig)
 
 
+#: config fields added after checkpoints were written, at the value that reproduces what the code
+#: did before them: a checkpoint whose config lacks one is compatible (resume, ``optimize``) when
+#: the field has this value. A field whose default changes behaviour (e.g. ``model.slot_rewards``)
+#: is not listed, so checkpoints from before it are refused.
+ADDED_FIELDS: dict[str, Any] = {"env.cost": "v100", "controller.egrl.collect_rows": 1,
+                                "loop.outcome.optimism": 0.0}
+
+
 #: training / held-out instances that ``--env.name E`` selects unless --env.graph / --env.heldout are given
 ENV_INSTANCES = {
     "GraphRewrite-v0": {"env.graph": "squeezenet,bert", "env.heldout": "vit"},

@@ -81,8 +81,11 @@ def test_incompatible_config_and_structure(tmp_path):
         ck.restore(like=make_state(0), step=9)
 
 
-def test_a_field_added_since_the_checkpoint_is_compatible_at_its_default(tmp_path):
-    from worldmodels.config import to_dict
+def test_a_field_added_since_the_checkpoint_is_compatible_at_its_old_behaviour(tmp_path):
+    from worldmodels.config import ADDED_FIELDS, flatten, to_dict
+
+    defaults = flatten(Config())
+    assert all(k in defaults and defaults[k] == v for k, v in ADDED_FIELDS.items())   # the defaults keep old runs
 
     old = to_dict(Config())
     del old["env"]["cost"]          # a checkpoint written before the field existed
