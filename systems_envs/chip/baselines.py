@@ -216,8 +216,10 @@ class AnnealChain:
             probs[_HARD_MOVES] = 0.0
         self.probs = probs / probs.sum() if probs.sum() > 0 else None
         # Generator.choice(p=probs)'s own draw: one uniform against the normalised cdf
-        cdf = None if self.probs is None else np.cumsum(self.probs)
-        self._cdf = None if cdf is None else cdf / cdf[-1]
+        self._cdf = None
+        if self.probs is not None:
+            cdf = np.cumsum(self.probs)
+            self._cdf = cdf / cdf[-1]
         self.hot_soft = self.soft[:0]
         self.dens, self.cutoff = np.zeros(self.rows * self.cols), np.inf
         self._refresh_hot()
