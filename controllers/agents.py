@@ -328,8 +328,9 @@ class EGRLAgent(Agent):
     loop's outcome model scores them (`train_imagined`, ``loop.controller_updates_per_iter``
     generations per iteration, no real step), and the real check of the model's choice is
     the loop's own: its collector plays the champion (with ``loop.explore_eps`` random
-    actions) every iteration, those episodes refit the outcome model, and validation
-    measures the champion on the real environment.
+    actions; with ``controller.egrl.collect_rows`` R > 1, population rows 0..R-1, see `act`)
+    every iteration, those episodes refit the outcome model, and validation measures the
+    champion on the real environment.
 
     Acting (collection and validation, training and held-out graphs): the champion (row 0
     after a generation) step by step on graph observations; its logits come from the layer
