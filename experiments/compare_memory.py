@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from experiments._cli import run_main
+from experiments.stats import iqm, stratified_bootstrap_ci
 
 LEARNERS = ("egrl", "egrl_model", "ppo", "cmaes")
 BASELINES = ("compiler", "gain_density", "anneal")
@@ -38,21 +39,6 @@ def _names(text: str, what: str, known=None) -> list[str]:
     if bad:
         raise ValueError(f"--{what}: unknown {bad[0]!r} (known: {', '.join(known)})")
     return names
-
-
-def iqm(x) -> float:
-    """Interquartile mean: the mean of the middle 50% (all values when fewer than 4)."""
-    x = np.sort(np.asarray(x, np.float64))
-    k = len(x) // 4
-    return float(x[k:len(x) - k].mean())
-
-
-def bootstrap_ci(groups: list[np.ndarray], stat, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of ``stat`` over resamples that redraw runs within each group
-    (stratified bootstrap)."""
-    rng = np.random.default_rng(seed)
-    vals = [stat(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])) for _ in range(reps)]
-    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
 def run_learner(name: str, graph: str, seed: int, budget: int, args, agents: dict) -> dict:
@@ -153,13 +139,13 @@ def _summarise(results: dict, learners: list[str], args) -> dict:
                **{b: float(np.mean(v)) for b, v in r["baselines"].items()}}
         for n in learners:
             x = np.array([run["best"] for run in r["runs"][n]])
-            lo, hi = bootstrap_ci([x], np.mean, seed=1)
+            lo, hi = stratified_bootstrap_ci([x], np.mean, seed=1)
             row[n] = {"mean": float(x.mean()), "ci95": [lo, hi], "vs_compiler": float(x.mean() / comp - 1),
                       "vs_best_non_learned": float(x.mean() / best_nl - 1), "runs": x.tolist()}
             ratios[n].append(x / comp)
         out["graphs"][g] = row
     for n in learners:
-        lo, hi = bootstrap_ci(ratios[n], iqm, seed=2)
+        lo, hi = stratified_bootstrap_ci(ratios[n], iqm, seed=2)
         out["aggregate"][n] = {"iqm_vs_compiler": iqm(np.concatenate(ratios[n])), "ci95": [lo, hi]}
     return out
 

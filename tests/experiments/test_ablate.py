@@ -46,13 +46,6 @@ def test_tiny_ablation_over_mode(tmp_path):
     assert "loop.mode=model_based" in md and "loop.mode=model_free" in md
 
 
-def test_bench_steps_to_reach():
-    from experiments.bench_train import steps_to_reach
-    curve = [(128, 0.1), (256, 0.3), (512, 0.2)]
-    assert steps_to_reach(curve, 0.25) == 256
-    assert steps_to_reach(curve, 0.5) is None
-
-
 def test_reach_rows_model_based_against_model_free():
     from experiments.ablate import mean_curve, reach_rows
     mb = [[(64, 0.2), (128, 0.6), (256, 0.7)], [(64, 0.4), (128, 0.6), (256, 0.9)]]  # mean 0.3, 0.6, 0.8
