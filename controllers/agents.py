@@ -74,13 +74,16 @@ def make_agent(name: str, cfg: Any, model_based: bool, **deps: Any) -> "Agent":
 class Imagination(NamedTuple):
     """What an agent trains in: the imagined env (`worldmodels.dream.DreamEnv`), its params
     (`worldmodels.dream.DreamParams`), a pool of start entries [S, ...] and the batch shape
-    (``num_envs`` rollouts of ``rollout_len`` steps per update)."""
+    (``num_envs`` rollouts of ``rollout_len`` steps per update); for an agent that
+    ``reads_measured``, the mappings the real environment has measured
+    (`worldmodels.outcome_online.measured_mappings`)."""
 
     env: Any
     params: Any
     starts: Any
     num_envs: int
     updates: int
+    measured: Any = None
 
 
 class Agent:
@@ -91,6 +94,7 @@ class Agent:
     needs_model = False
     trains_on_real_episodes = False
     reads_graph_obs = False
+    reads_measured = False      # model-based: wants `Imagination.measured`
 
     def __init__(self):
         self._acts: dict[bool, Callable] = {}
@@ -330,7 +334,10 @@ class EGRLAgent(Agent):
     the loop's own: its collector plays the champion (with ``loop.explore_eps`` random
     actions; with ``controller.egrl.collect_rows`` R > 1, population rows 0..R-1, see `act`)
     every iteration, those episodes refit the outcome model, and validation measures the
-    champion on the real environment.
+    champion on the real environment. With ``controller.egrl.measured_fitness``, a mapping
+    that a real episode has played scores its measured final reward instead of the model's
+    prediction (`Imagination.measured`), so a champion the model overrates loses its place
+    as soon as it has been played.
 
     Acting (collection and validation, training and held-out graphs): the champion (row 0
     after a generation) step by step on graph observations; its logits come from the layer
@@ -356,6 +363,7 @@ class EGRLAgent(Agent):
         if self.collect_rows < 1:
             raise ValueError(f"--controller.egrl.collect_rows must be >= 1, got {self.collect_rows}")
         self.model_fitness = None
+        self.reads_measured = bool(model_based and task.cfg.controller.egrl.measured_fitness)
         if model_based:
             if dream is None or dream.outcome is None:
                 raise ValueError("--controller.name egrl --loop.mode model_based: needs the outcome model "
@@ -415,12 +423,26 @@ class EGRLAgent(Agent):
         return state, self._metrics(m), steps, returns
 
     def train_imagined(self, state, imagination, key, real_batch=None, n_real=0):
-        params, m = imagination.params.outcome, {}
+        params, m, n_measured = imagination.params.outcome, {}, 0
+        measured = (imagination.measured or {}) if self.reads_measured else {}
         for _ in range(imagination.updates):
             actions, state = self.egrl.ask_all(state)
-            fitness = [f(np.asarray(a), params) for f, a in zip(self.model_fitness, actions)]
+            fitness = []
+            for f, a, g in zip(self.model_fitness, actions, self.instances):
+                a = np.asarray(a)
+                fit, real = f(a, params), measured.get(g, {})
+                for i, row in enumerate(a.tolist()):
+                    if tuple(row) in real:
+                        fit[i] = real[tuple(row)]
+                        n_measured += 1
+                fitness.append(fit)
             state, m = self.egrl.tell_all(state, actions, fitness)
-        return state, ({"imagined/episode_return": float(m["mean_fitness"]), **self._metrics(m)} if m else {})
+        if not m:
+            return state, {}
+        out = {"imagined/episode_return": float(m["mean_fitness"]), **self._metrics(m)}
+        if self.reads_measured:
+            out["controller/measured_fraction"] = n_measured / (imagination.updates * sum(len(a) for a in actions))
+        return state, out
 
 
 @register_agent("egrl")

@@ -317,7 +317,8 @@ def _make_egrl(cfg, problem: MappingProblem | Sequence[MappingProblem] | None = 
             raise ValueError("egrl: needs the MemoryPlacement-v0 environment (env=...) or its MappingProblem")
         problem = MappingProblem.from_env(env)
     kw = section_kwargs(cfg, "egrl")
-    kw.pop("collect_rows", None)   # the training loop's adapter's option (`controllers.agents.EGRLAgent`)
+    for k in ("collect_rows", "measured_fitness"):   # the training loop adapter's options (`controllers.agents.EGRLAgent`)
+        kw.pop(k, None)
     return EGRL(problem, **kw)
 
 

@@ -91,7 +91,7 @@ class EnvConfig:
 #: the field has this value. A field whose default changes behaviour (e.g. ``model.slot_rewards``)
 #: is not listed, so checkpoints from before it are refused.
 ADDED_FIELDS: dict[str, Any] = {"env.cost": "v100", "controller.egrl.collect_rows": 1,
-                                "loop.outcome.optimism": 0.0}
+                                "loop.outcome.optimism": 0.0, "controller.egrl.measured_fitness": False}
 
 
 #: training / held-out instances that ``--env.name E`` selects unless --env.graph / --env.heldout are given
@@ -188,6 +188,7 @@ class EGRLConfig:
     width: int = 32
     depth: int = 2
     collect_rows: int = 1           # model-based: collector env i plays population row i mod this (1: champion)
+    measured_fitness: bool = False  # model-based: a mapping played in a real episode scores its measured reward, not the model's
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,9 @@ class Loop:
         kp, key = jax.random.split(key)
         imagination = Imagination(self.dream, self.dream_params(st, h), self.start_pool(st["wm"].params, kp),
                                   lp.imagined_envs, lp.controller_updates_per_iter)
+        if self.agent.reads_measured:
+            from worldmodels.outcome_online import measured_mappings
+            imagination = imagination._replace(measured=measured_mappings(self.replay))
         ratio = 1.0 if c.train_env == "real" else lp.real_ratio
         n_real = int(round(ratio * lp.controller_updates_per_iter)) if batch is not None else 0
         st["agent"], m = self.agent.train_imagined(st["agent"], imagination, key, batch, n_real)

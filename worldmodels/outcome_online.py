@@ -34,6 +34,18 @@ def final_placements(replay, node_cap: int, edge_cap: int) -> PlacementSet:
                         replay.episode_graph[keep].astype(np.int32))
 
 
+def measured_mappings(replay) -> dict[str, dict[tuple[int, ...], float]]:
+    """The replay's terminated episodes as ``{graph name: {action sequence: final reward}}``:
+    the whole mappings the real environment has measured (a deterministic environment gives
+    a mapping the same reward every time)."""
+    out: dict[str, dict[tuple[int, ...], float]] = {}
+    ends = np.cumsum(replay.episode_len)
+    for k in np.flatnonzero(replay.terminated[ends - 1]):
+        acts = tuple(int(a) for a in replay.action[ends[k] - replay.episode_len[k]:ends[k]])
+        out.setdefault(replay.meta["graphs"][int(replay.episode_graph[k])], {})[acts] = float(replay.reward[ends[k] - 1])
+    return out
+
+
 class OnlineOutcome:
     """An `OutcomeModel` of ``layout`` refit on the loop's replay (module docstring)."""
 

@@ -166,3 +166,68 @@ def test_model_based_collection_plays_several_population_rows():
     with pytest.raises(ValueError, match="collect_rows must be >= 1"):
         make_agent("egrl", task.cfg.controller, False,
                    task=make_task(replace_path(_cfg(), {"controller.egrl.collect_rows": 0})))
+
+
+def test_measured_mappings_are_the_replays_finished_episodes(task):
+    """Every terminated episode of the loop's replay, keyed by its graph and action sequence,
+    replays in a fresh environment to the reward it is stored with."""
+    from worldmodels.episodes import episodes_to_replay
+    from worldmodels.outcome_online import measured_mappings
+
+    data = Collector(task, 2).collect(jax.random.key(0), task.episode_steps)
+    meta = {"env_id": "MemoryPlacement-v0", "graphs": task.train, "kind": task.kind, "seed": 0, "num_rules": 0,
+            "env_kwargs": task.env_kwargs}
+    got = measured_mappings(episodes_to_replay(data.records, meta, 2))
+    assert list(got) == ["squeezenet"] and len(got["squeezenet"]) == 2
+    for acts, reward in got["squeezenet"].items():
+        assert len(acts) == task.episode_steps
+        env = task.make_env(["squeezenet"])
+        env.reset(seed=0)
+        for a in acts:
+            _, r, te, tr, _ = env.step(a)
+        assert te and r == pytest.approx(reward, rel=1e-6)
+
+
+def test_measured_fitness_replaces_the_models_score_of_a_played_mapping(task):
+    """controller.egrl.measured_fitness: a mapping in ``Imagination.measured`` scores its
+    measured reward (here one far above any prediction, so its individual becomes the
+    champion); without the option the same measured dict is ignored."""
+    from types import SimpleNamespace
+
+    from controllers.agents import Imagination
+    from worldmodels.dream import DreamParams
+    from worldmodels.outcome import OutcomeConfig
+    from worldmodels.outcome_online import OnlineOutcome
+
+    oo = OnlineOutcome(task.outcome_layout(), OutcomeConfig(width=8, members=1), *task.capacity())
+    o, _ = task.make_env(["squeezenet"]).reset(seed=0)
+    obs = jax.tree.map(lambda x: x[0], stack_observations([task.graph_obs(o)]))
+    results = {}
+    for on in (True, False):
+        t = make_task(replace_path(task.cfg, {"controller.egrl.measured_fitness": on}))
+        agent = make_agent("egrl", t.cfg.controller, True, task=t, dream=SimpleNamespace(outcome=oo.model))
+        assert agent.reads_measured is on
+        state = agent.init(jax.random.key(0), obs)
+        (acts,), _ = agent.egrl.ask_all(state)
+        row = np.asarray(acts)[3]
+        measured = {"squeezenet": {tuple(row.tolist()): 1000.0}}
+        params = _outcome_params(oo, t)
+        state, m = agent.train_imagined(state, Imagination(None, DreamParams(None, 0, params), None, 0, 1,
+                                                           measured=measured), jax.random.key(1))
+        results[on] = (state, m, row)
+    state, m, row = results[True]
+    assert float(state.fitness[0]) == 1000.0
+    assert m["controller/measured_fraction"] == pytest.approx(1 / (agent.egrl.P + agent.egrl.k))
+    state, m, _ = results[False]
+    assert float(state.fitness[0]) < 1000.0 and "controller/measured_fraction" not in m
+
+
+def _outcome_params(oo, task):
+    from worldmodels.episodes import episodes_to_replay
+    from worldmodels.outcome_online import final_placements
+
+    data = Collector(task, 2).collect(jax.random.key(0), task.episode_steps)
+    meta = {"env_id": "MemoryPlacement-v0", "graphs": task.train, "kind": task.kind, "seed": 0, "num_rules": 0,
+            "env_kwargs": task.env_kwargs}
+    ps = final_placements(episodes_to_replay(data.records, meta, 2), *task.capacity())
+    return oo.init(jax.random.key(0), jax.tree.map(lambda x: x[:1], ps.placed), ps.reward)["params"]
