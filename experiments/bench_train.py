@@ -33,9 +33,10 @@ MODES = ("model_based", "model_free")
 SPLITS = {"train": "validation", "heldout": "heldout"}   # split -> TensorBoard tag prefix of its graphs
 
 
-def steps_to_reach(curve: list[tuple[int, float]], target: float, tol: float = 1e-6) -> int | None:
-    """First step whose value is >= target - tol (None if never). The tolerance covers
-    TensorBoard's float32 curves against summary.json's float64 finals."""
+def steps_to_reach(curve: list[tuple[int, float]], target: float, tol: float = 1e-4) -> int | None:
+    """First step whose value is >= target - tol (None if never). The tolerance (also
+    `experiments.ablate`'s) covers TensorBoard's float32 curves against summary.json's
+    float64 finals."""
     for step, v in curve:
         if v >= target - tol:
             return step
@@ -132,11 +133,11 @@ def analyse(logdir: str, reps: int = 2000) -> dict:
     runs = load_runs(logdir)
     by_mode = {m: [r for r in runs if r["mode"] == m] for m in MODES}
     out: dict = {"runs": [{k: r[k] for k in ("run", "mode", "real_env_steps", "wall_seconds", "final")} for r in runs],
-                 "metric": runs[0]["metric"], "graphs": runs[0]["graphs"], "final": {}, "curves": {}, "reach": {}}
+                 "metric": runs[0]["metric"], "graphs": runs[0]["graphs"], "baselines": {}, "final": {},
+                 "curves": {}, "reach": {}}
     for sp in SPLITS:
         if not runs[0]["graphs"][sp]:
             continue
-        out["baselines"] = out.get("baselines", {})
         out["baselines"][sp] = {b: float(np.mean(v)) for b, v in runs[0]["baselines"][sp].items()}
         for m, rs in by_mode.items():
             if rs:

@@ -9,8 +9,9 @@
 GRAPH is a built-in name, a TASO ``.model`` or an ``.onnx`` file. ``--cost`` names the
 cost model the search minimises (``v100`` analytic roofline by default, and for ``--search
 policy`` the cost model its run trained with; ``ort-cpu``: onnxruntime on this CPU,
-fusion-aware; ``e2e``: whole graphs timed in onnxruntime, slow; ``--device`` is an alias). ``--budget``: backtracking dequeues (default 1000), random steps
-(default 200), greedy steps (default unlimited). ``--min-gain F``: greedy takes no step
+fusion-aware; ``e2e``: whole graphs timed in onnxruntime, slow; ``--device`` is an alias).
+``--budget``: backtracking dequeues (default 1000), random steps (default 200), greedy steps
+(default unlimited). ``--min-gain F``: greedy takes no step
 predicted to gain less than F of the cost (default: the cost model's resolution, e.g.
 about 2% for ``ort-cpu`` on this shared machine; 0 for the analytic models).
 
