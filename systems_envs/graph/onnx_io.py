@@ -36,7 +36,9 @@ other tools (opset 13 and newer) with static shapes:
 that onnxruntime runs, keeping the source interface (names, element types, shapes) and
 opset, with every constant written as an initializer (known values, else the executor's
 deterministic fill with seed 0), so the exported model computes what
-:func:`systems_envs.graph.executor.execute` computes; see :func:`export_onnx`. Opaque
+:func:`systems_envs.graph.executor.execute` computes, and a squeeze-and-excitation gate's
+broadcast ``Mul`` written so that onnxruntime keeps it in its NCHWc layout where it can;
+see :func:`export_onnx`. Opaque
 nodes are re-emitted from their stored NodeProto with their original input and output
 element types.
 """
@@ -852,7 +854,7 @@ class _Exporter:
     weights only) are evaluated here and written as initializers of the type their
     consumer needs, so nothing constant is computed at run time."""
 
-    def __init__(self, graph: Graph, opset: int, seed: int):
+    def __init__(self, graph: Graph, opset: int, seed: int, upsampled: set[int] | None = None):
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise GraphError(f"export opset {opset} is not supported ({MIN_OPSET}..{MAX_OPSET})")
         self.g = graph
@@ -867,6 +869,9 @@ class _Exporter:
         self.domains: dict[str, int] = {}
         self.const_ids = graph.constant_nodes()
         self.const_vals: dict[TensorRef, np.ndarray] = {}
+        # channel-scale muls written with their scale upsampled (None: every one that qualifies)
+        self.upsampled = upsampled
+        self.resized: dict[int, str] = {}  # node id -> name of the Resize output written for it
 
     def unique(self, base: str) -> str:
         name, k = base, 1
@@ -1207,13 +1212,89 @@ def _exp_rmsnorm(ex: _Exporter, n: Node, ins, outs):
     ex.add("Mul", [nrm, gamma], outs[0])
 
 
+def channel_scale_operand(graph: Graph, n: Node, const: set[int]) -> int | None:
+    """Which input (0 or 1) of ``n`` is a computed per-channel scale that a ``mul`` spreads over
+    the spatial positions of the other, i.e. ``mul(x [N, C, H, W], s [N, C, 1, 1])`` with
+    H * W > 1 and ``s`` not constant (a squeeze-and-excitation block's gate); else None."""
+    if n.op != "mul" or len(n.inputs) != 2:
+        return None
+    shapes = [graph.shape(r) for r in n.inputs]
+    for k in (0, 1):
+        x, s = shapes[1 - k], shapes[k]
+        if len(x) == 4 and len(s) == 4 and tuple(s[:2]) == tuple(x[:2]) and tuple(s[2:]) == (1, 1) \
+                and x[2] * x[3] > 1 and n.inputs[k][0] not in const:
+            return k
+    return None
+
+
+def _exp_mul(ex: _Exporter, n: Node, ins, outs):
+    """``Mul``; a channel-scale mul (:func:`channel_scale_operand`) chosen by
+    :func:`export_onnx` is written ``Mul(x, Resize(s))``: a nearest upsampling of the scale to
+    x's spatial size, exactly the broadcast Mul does, which onnxruntime runs in its blocked
+    NCHWc layout (a broadcast Mul it runs in NCHW, between a reorder out of that layout and
+    one back)."""
+    k = channel_scale_operand(ex.g, n, ex.const_ids) if ex.opset >= 13 else None
+    if k is None or (ex.upsampled is not None and n.id not in ex.upsampled):
+        ex.add("Mul", ins, outs[0])
+        return
+    h, w = ex.g.shape(n.inputs[1 - k])[2:]
+    scales = ex.const(np.asarray([1.0, 1.0, float(h), float(w)], np.float32), f"_upsample{n.id}")
+    (up,) = ex.add("Resize", [ins[k], "", scales], ex.unique(f"upsample_{n.id}"), mode="nearest",
+                   coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    ex.resized[n.id] = up
+    ex.add("Mul", [ins[1 - k], up] if k == 1 else [up, ins[1 - k]], outs[0])
+
+
+def nchwc_upsampled(model: onnx.ModelProto, resized: dict[int, str]) -> set[int]:
+    """Of the channel-scale muls written with an upsampled scale (``resized``: node id ->
+    Resize output name), those that onnxruntime (default optimisations, this machine) runs
+    in its NCHWc layout: its NCHWc transformer turned the Resize into an NCHWc Upsample
+    whose output a Mul consumes directly, so the Mul's operands are both in that layout.
+    Where the scale's or x's producer stays in NCHW (channels not a multiple of the CPU's
+    block size, a weight that is not constant), the upsampled scale would be reordered at
+    full size instead, slower than the broadcast: those are left out. Empty when
+    onnxruntime cannot optimise the model."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    fd, path = tempfile.mkstemp(suffix=".onnx", prefix="sysworld_layout_")
+    os.close(fd)
+    try:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        so.optimized_model_filepath = path
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        opt = onnx.load(path, load_external_data=False)
+    except Exception:
+        return set()
+    finally:
+        os.unlink(path)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in opt.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    kept = set()
+    for nid, name in resized.items():
+        for node in opt.graph.node:
+            if node.domain == _NCHWC_DOMAIN and node.op_type == "Upsample" and node.name.startswith(f"{name}_nchwc") \
+                    and any(c.op_type == "Mul" for c in consumers.get(node.output[0], [])):
+                kept.add(nid)
+    return kept
+
+
+_NCHWC_DOMAIN = "com.microsoft.nchwc"
+
+
 _EXPORTERS = {
     "conv2d": _exp_conv,
     "matmul": _exp_matmul,
     "linear": _exp_matmul,
     "add": _exp_simple("Add"),
     "sub": _exp_simple("Sub"),
-    "mul": _exp_simple("Mul"),
+    "mul": _exp_mul,
     "div": _exp_simple("Div"),
     "relu": _exp_simple("Relu"),
     "sigmoid": _exp_simple("Sigmoid"),
@@ -1271,6 +1352,17 @@ def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None 
     as :func:`~systems_envs.graph.executor.execute`), so onnxruntime on the result matches
     the reference executor. The result passes ``onnx.checker.check_model(full_check=True)``
     (else GraphError).
+
+    Layout: onnxruntime on x86 runs chains of convolutions in a blocked NCHWc layout and
+    reorders a tensor out of it for any node it cannot run there, such as the broadcast
+    ``Mul(x [N, C, H, W], s [N, C, 1, 1])`` of a squeeze-and-excitation gate (a reorder
+    out and one back in, both at x's full size). Such a mul is written as
+    ``Mul(x, Resize(s))``, a nearest upsampling of ``s`` (the same values the broadcast
+    reads), where onnxruntime then keeps it in NCHWc: the written model is optimised once
+    by onnxruntime on this machine (:func:`nchwc_upsampled`) and every other such mul is
+    written as the plain broadcast. The file is thus shaped for this machine's CPU (its
+    NCHWc block size decides which channel counts qualify) and computes the same values on
+    any. Not when the opset is converted.
     """
     src_opset = graph.source.opset("") if graph.source is not None else None
     opaque_opsets = {int(_opaque_spec(n)["opset"]) for n in graph.nodes.values()
@@ -1285,7 +1377,12 @@ def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None 
         outputs = list(graph.source.outputs)
     else:
         outputs = [(f"output_{k}", FLOAT) for k in range(len(graph.outputs))]
-    model = _Exporter(graph, build, seed).run(outputs)
+    ex = _Exporter(graph, build, seed, upsampled=None if build == target else set())
+    model = ex.run(outputs)
+    if ex.resized:
+        kept = nchwc_upsampled(model, ex.resized)
+        if kept != set(ex.resized):
+            model = _Exporter(graph, build, seed, upsampled=kept).run(outputs)
     if build != target:
         try:
             model = onnx.version_converter.convert_version(model, target)
