@@ -1212,6 +1212,9 @@ def _exp_rmsnorm(ex: _Exporter, n: Node, ins, outs):
     ex.add("Mul", [nrm, gamma], outs[0])
 
 
+_NCHWC_DOMAIN = "com.microsoft.nchwc"  # onnxruntime's blocked-layout operators
+
+
 def channel_scale_operand(graph: Graph, n: Node, const: set[int]) -> int | None:
     """Which input (0 or 1) of ``n`` is a computed per-channel scale that a ``mul`` spreads over
     the spatial positions of the other, i.e. ``mul(x [N, C, H, W], s [N, C, 1, 1])`` with
@@ -1285,9 +1288,6 @@ def nchwc_upsampled(model: onnx.ModelProto, resized: dict[int, str]) -> set[int]
     return kept
 
 
-_NCHWC_DOMAIN = "com.microsoft.nchwc"
-
-
 _EXPORTERS = {
     "conv2d": _exp_conv,
     "matmul": _exp_matmul,
@@ -1333,7 +1333,7 @@ _TYPED_INPUTS = {"opaque", "gather"}  # exporters that ask for their inputs' ele
 
 
 def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None = None,
-                seed: int = 0) -> onnx.ModelProto:
+                seed: int = 0, ort_layout: bool = True) -> onnx.ModelProto:
     """Write ``graph`` as an ONNX model and save it to ``path`` if given.
 
     Interface: inputs keep their names, shapes and element types (``input`` dtype); a
@@ -1362,7 +1362,8 @@ def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None 
     by onnxruntime on this machine (:func:`nchwc_upsampled`) and every other such mul is
     written as the plain broadcast. The file is thus shaped for this machine's CPU (its
     NCHWc block size decides which channel counts qualify) and computes the same values on
-    any. Not when the opset is converted.
+    any. Not when the opset is converted, nor with ``ort_layout=False`` (every gate a
+    plain broadcast, e.g. for another runtime).
     """
     src_opset = graph.source.opset("") if graph.source is not None else None
     opaque_opsets = {int(_opaque_spec(n)["opset"]) for n in graph.nodes.values()
@@ -1377,7 +1378,7 @@ def export_onnx(graph: Graph, path: str | Path | None = None, opset: int | None 
         outputs = list(graph.source.outputs)
     else:
         outputs = [(f"output_{k}", FLOAT) for k in range(len(graph.outputs))]
-    ex = _Exporter(graph, build, seed, upsampled=None if build == target else set())
+    ex = _Exporter(graph, build, seed, upsampled=None if ort_layout and build == target else set())
     model = ex.run(outputs)
     if ex.resized:
         kept = nchwc_upsampled(model, ex.resized)
