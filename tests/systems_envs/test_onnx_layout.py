@@ -92,14 +92,39 @@ def test_gate_upsampled_where_onnxruntime_keeps_nchwc(gate_first):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_gate_stays_a_broadcast_where_onnxruntime_cannot_keep_nchwc():
-    # 18 squeeze channels (no multiple of the NCHWc block, 8 or 16, and more than one block):
-    # the gate's last convolution runs in NCHW, so an upsampled gate would be an NCHW
-    # Resize whose full-size output is reordered into the layout: slower than the broadcast
-    g = se_block(32, 18)
+def linear_gate_block(channels: int) -> Graph:
+    """An SE block whose gate comes from linear layers on the pooled vector (as Keras writes
+    it): Gemm, which onnxruntime runs in NCHW on any CPU."""
+    g = Graph("se_linear")
+    x = g.input("x", (1, channels, 8, 8))
+    a = g.add("conv2d", [x, g.weight("w0", (channels, channels, 1, 1))], activation="relu")
+    v = g.add("reshape", [g.add("global_avgpool", [a])], shape=(1, channels))
+    h = g.add("linear", [v, g.weight("w1", (channels, 8))], activation="relu")
+    s = g.add("linear", [h, g.weight("w2", (8, channels))], activation="sigmoid")
+    m = g.add("mul", [a, g.add("reshape", [s], shape=(1, channels, 1, 1))])
+    g.set_outputs([g.add("conv2d", [m, g.weight("w3", (channels, channels, 1, 1))])])
+    return g
+
+
+def upsample_kept(model: onnx.ModelProto) -> bool:
+    """Whether onnxruntime turns the model's Resize into an NCHWc Upsample."""
+    return optimised_ops(model)[(NCHWC, "Upsample")] > 0
+
+
+@pytest.mark.parametrize("build", [lambda: linear_gate_block(32), lambda: se_block(32, 18)],
+                         ids=["linear-gate", "squeeze-18"])
+def test_gate_written_as_onnxruntime_runs_it(build):
+    # the gate is upsampled exactly where onnxruntime then keeps it in NCHWc; elsewhere an
+    # upsampled gate would be an NCHW Resize whose full-size output is reordered into the
+    # layout, slower than the broadcast (the linear gate on any CPU; 18 squeeze channels,
+    # no multiple of the block, on this one)
+    g = build()
     forced = _Exporter(g, 17, 0, upsampled=None).run([("output_0", onnx.TensorProto.FLOAT)])
     assert [n.op_type for n in forced.graph.node].count("Resize") == 1
-    assert optimised_ops(forced)[(NCHWC, "Upsample")] == 0
-    written = export_onnx(g)
-    assert "Resize" not in [n.op_type for n in written.graph.node]
-    assert [n.op_type for n in written.graph.node].count("Mul") == 1
+    written = [n.op_type for n in export_onnx(g).graph.node]
+    assert written.count("Resize") == int(upsample_kept(forced))
+    if g.name == "se_linear":
+        assert "Resize" not in written
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 32, 8, 8)).astype(np.float32)}
+    got = ort.InferenceSession(export_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(got[0], execute(g, feeds)[0], rtol=1e-4, atol=1e-5)
