@@ -1236,7 +1236,7 @@ def _exp_mul(ex: _Exporter, n: Node, ins, outs):
     x's spatial size, exactly the broadcast Mul does, which onnxruntime runs in its blocked
     NCHWc layout (a broadcast Mul it runs in NCHW, between a reorder out of that layout and
     one back)."""
-    k = channel_scale_operand(ex.g, n, ex.const_ids) if ex.opset >= 13 else None
+    k = channel_scale_operand(ex.g, n, ex.const_ids)
     if k is None or (ex.upsampled is not None and n.id not in ex.upsampled):
         ex.add("Mul", ins, outs[0])
         return
@@ -1275,17 +1275,10 @@ def nchwc_upsampled(model: onnx.ModelProto, resized: dict[int, str]) -> set[int]
         return set()
     finally:
         os.unlink(path)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in opt.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    kept = set()
-    for nid, name in resized.items():
-        for node in opt.graph.node:
-            if node.domain == _NCHWC_DOMAIN and node.op_type == "Upsample" and node.name.startswith(f"{name}_nchwc") \
-                    and any(c.op_type == "Mul" for c in consumers.get(node.output[0], [])):
-                kept.add(nid)
-    return kept
+    read_by_mul = {i for node in opt.graph.node if node.op_type == "Mul" for i in node.input}
+    upsamples = [node for node in opt.graph.node if node.domain == _NCHWC_DOMAIN and node.op_type == "Upsample"
+                 and node.output[0] in read_by_mul]  # named after the Resize output: "<name>_nchwc..."
+    return {nid for nid, name in resized.items() if any(u.name.startswith(f"{name}_nchwc") for u in upsamples)}
 
 
 _EXPORTERS = {
