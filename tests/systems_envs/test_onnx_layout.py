@@ -14,7 +14,7 @@ import pytest
 
 from systems_envs.graph.executor import execute
 from systems_envs.graph.ir import Graph
-from systems_envs.graph.onnx_io import _Exporter, channel_scale_operand, export_onnx
+from systems_envs.graph.onnx_io import _Exporter, channel_scale_operand, export_onnx, nchwc_upsampled
 
 NCHWC = "com.microsoft.nchwc"
 
@@ -128,3 +128,8 @@ def test_gate_written_as_onnxruntime_runs_it(build):
     feeds = {"x": np.random.default_rng(1).standard_normal((1, 32, 8, 8)).astype(np.float32)}
     got = ort.InferenceSession(export_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     np.testing.assert_allclose(got[0], execute(g, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_layout_check_falls_back_to_the_broadcast_when_onnxruntime_cannot_load():
+    # an unloadable model (here: empty) leaves every gate a plain broadcast, never a failed export
+    assert nchwc_upsampled(onnx.ModelProto(), {7: "upsample_7"}) == set()
