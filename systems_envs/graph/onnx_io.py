@@ -1212,9 +1212,6 @@ def _exp_rmsnorm(ex: _Exporter, n: Node, ins, outs):
     ex.add("Mul", [nrm, gamma], outs[0])
 
 
-_NCHWC_DOMAIN = "com.microsoft.nchwc"  # onnxruntime's blocked-layout operators
-
-
 def channel_scale_operand(graph: Graph, n: Node, const: set[int]) -> int | None:
     """Which input (0 or 1) of ``n`` is a computed per-channel scale that a ``mul`` spreads over
     the spatial positions of the other, i.e. ``mul(x [N, C, H, W], s [N, C, 1, 1])`` with
@@ -1260,23 +1257,20 @@ def nchwc_upsampled(model: onnx.ModelProto, resized: dict[int, str]) -> set[int]
     import os
     import tempfile
 
-    import onnxruntime as ort
+    from systems_envs.graph.measure import make_session
+    from systems_envs.graph.ort_cost import NCHWC_DOMAIN
 
     fd, path = tempfile.mkstemp(suffix=".onnx", prefix="sysworld_layout_")
     os.close(fd)
     try:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 3
-        so.optimized_model_filepath = path
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        make_session(model, optimized_path=path)
         opt = onnx.load(path, load_external_data=False)
     except Exception:
         return set()
     finally:
         os.unlink(path)
     read_by_mul = {i for node in opt.graph.node if node.op_type == "Mul" for i in node.input}
-    upsamples = [node for node in opt.graph.node if node.domain == _NCHWC_DOMAIN and node.op_type == "Upsample"
+    upsamples = [node for node in opt.graph.node if node.domain == NCHWC_DOMAIN and node.op_type == "Upsample"
                  and node.output[0] in read_by_mul]  # named after the Resize output: "<name>_nchwc..."
     return {nid for nid, name in resized.items() if any(u.name.startswith(f"{name}_nchwc") for u in upsamples)}
 

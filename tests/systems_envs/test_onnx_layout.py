@@ -14,9 +14,9 @@ import pytest
 
 from systems_envs.graph.executor import execute
 from systems_envs.graph.ir import Graph
+from systems_envs.graph.measure import make_session
 from systems_envs.graph.onnx_io import _Exporter, channel_scale_operand, export_onnx, nchwc_upsampled
-
-NCHWC = "com.microsoft.nchwc"
+from systems_envs.graph.ort_cost import NCHWC_DOMAIN as NCHWC
 
 
 def optimised_ops(model: onnx.ModelProto) -> collections.Counter:
@@ -24,10 +24,7 @@ def optimised_ops(model: onnx.ModelProto) -> collections.Counter:
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.optimized_model_filepath = path
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        make_session(model, optimized_path=path)
         return collections.Counter((n.domain, n.op_type) for n in onnx.load(path).graph.node)
     finally:
         os.unlink(path)
